@@ -1,0 +1,62 @@
+// swift-tools-version:6.1
+// SPDX-License-Identifier: Apache-2.0
+import PackageDescription
+
+let swiftSettings: [SwiftSetting] = [
+    .swiftLanguageMode(.v6),
+    .enableUpcomingFeature("ExistentialAny"),
+    .enableUpcomingFeature("InternalImportsByDefault"),
+]
+
+let package = Package(
+    name: "stargz-swift",
+    platforms: [.macOS(.v15)],
+    products: [
+        .executable(name: "stargz", targets: ["stargz"]),
+        .executable(name: "stargz-store", targets: ["stargz-store"]),
+        .library(name: "EStargz", targets: ["EStargz"]),
+        .library(name: "StargzCLI", targets: ["StargzCLI"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-crypto.git", "3.12.3"..<"5.0.0"),
+        .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.8.2"),
+    ],
+    targets: [
+        .systemLibrary(
+            name: "CZlib", pkgConfig: "zlib",
+            providers: [.apt(["zlib1g-dev"]), .yum(["zlib-devel"])]),
+        .systemLibrary(
+            name: "CLibdeflate", pkgConfig: "libdeflate",
+            providers: [.apt(["libdeflate-dev"]), .yum(["libdeflate-devel"])]),
+        .systemLibrary(
+            name: "CZstd", pkgConfig: "libzstd",
+            providers: [.apt(["libzstd-dev"]), .yum(["libzstd-devel"])]),
+        .target(
+            name: "Compression",
+            dependencies: ["CZlib", "CLibdeflate", "CZstd"],
+            swiftSettings: swiftSettings),
+        .target(
+            name: "OCI",
+            dependencies: [.product(name: "Crypto", package: "swift-crypto")],
+            swiftSettings: swiftSettings),
+        .target(
+            name: "EStargz",
+            dependencies: ["OCI", "Compression"],
+            swiftSettings: swiftSettings),
+        .target(
+            name: "StargzCLI",
+            dependencies: [
+                "EStargz", "OCI", "Compression",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ],
+            swiftSettings: swiftSettings),
+        .executableTarget(name: "stargz", dependencies: ["StargzCLI"], swiftSettings: swiftSettings),
+        .executableTarget(name: "stargz-store", dependencies: ["StargzCLI"], swiftSettings: swiftSettings),
+        .testTarget(name: "CompressionTests", dependencies: ["Compression"], swiftSettings: swiftSettings),
+        .testTarget(name: "OCITests", dependencies: ["OCI"], swiftSettings: swiftSettings),
+        .testTarget(
+            name: "EStargzTests", dependencies: ["EStargz", "OCI", "Compression"], swiftSettings: swiftSettings),
+        .testTarget(
+            name: "StargzCLITests", dependencies: ["StargzCLI", "EStargz", "OCI"], swiftSettings: swiftSettings),
+    ]
+)

@@ -1,0 +1,5 @@
+// SPDX-License-Identifier: Apache-2.0
+#ifndef CLIBDEFLATE_SHIM_H
+#define CLIBDEFLATE_SHIM_H
+#include <libdeflate.h>
+#endif

@@ -1,0 +1,579 @@
+// SPDX-License-Identifier: Apache-2.0
+internal import OCI
+
+extension TOC {
+    /// Parses, validates and indexes TOC JSON.
+    ///
+    /// - Parameters:
+    ///   - json: the exact bytes of `stargz.index.json` (the TOC digest is computed over them).
+    ///   - payloadEnd: the blob offset where the layer payload ends (the TOC's position); every payload
+    ///     `offset` must be below it.
+    ///   - blobSize: the blob size, used for `nextOffset` of the last payloads.
+    ///   - limits: protection against hostile TOCs.
+    /// - Throws: `EStargzError` with `.invalidTOC`, `.invalidEntry`, `.unsafePath`, `.duplicateEntry` or
+    ///   `.offsetOutOfRange`, naming the entry.
+    public static func parse(
+        json: UnsafeRawBufferPointer, payloadEnd: Int64, blobSize: Int64, limits: TOCLimits = TOCLimits()
+    ) throws(EStargzError) -> TOC {
+        guard Int64(json.count) <= limits.maxTOCSize else {
+            throw EStargzError(.tocTooLarge, "TOC JSON of \(json.count) bytes exceeds the limit of \(limits.maxTOCSize)")
+        }
+        var toc = TOC(digest: Digest.sha256(of: json))
+        var parser = TOCParser(json: json, limits: limits)
+        try parser.parseTop(into: &toc)
+        try toc.buildIndex(payloadEnd: payloadEnd, blobSize: blobSize)
+        return toc
+    }
+
+    /// Parses TOC JSON held in an array.
+    public static func parse(
+        json: [UInt8], payloadEnd: Int64, blobSize: Int64, limits: TOCLimits = TOCLimits()
+    ) throws(EStargzError) -> TOC {
+        do {
+            return try json.withUnsafeBytes { b in
+                try parse(json: b, payloadEnd: payloadEnd, blobSize: blobSize, limits: limits)
+            }
+        } catch let e as EStargzError {
+            throw e
+        } catch {
+            throw EStargzError(.invalidTOC, "TOC parse failed", cause: error)
+        }
+    }
+}
+
+private struct TOCParser: ~Copyable {
+    var s: JSONScanner
+    let limits: TOCLimits
+    var key: [UInt8] = []
+    var scratch: [UInt8] = []
+    var internTable: [String: UInt32] = ["": 0]
+    var lastNonChunk: Int = -1
+
+    init(json: UnsafeRawBufferPointer, limits: TOCLimits) {
+        s = JSONScanner(json)
+        self.limits = limits
+        key.reserveCapacity(16)
+        scratch.reserveCapacity(256)
+    }
+
+    mutating func parseTop(into toc: inout TOC) throws(EStargzError) {
+        try s.expect(UInt8(ascii: "{"))
+        if try !s.consume(UInt8(ascii: "}")) {
+            repeat {
+                try s.readKey(into: &key)
+                if key == Array("version".utf8) {
+                    toc.version = try s.consumeNull() ? 0 : s.readInt64()
+                } else if key == Array("entries".utf8) {
+                    if try s.consumeNull() { continue }
+                    try s.expect(UInt8(ascii: "["))
+                    if try !s.consume(UInt8(ascii: "]")) {
+                        repeat {
+                            guard toc.records.count < limits.maxEntries else {
+                                throw EStargzError(.tocTooLarge, "TOC has more than \(limits.maxEntries) entries")
+                            }
+                            try parseEntry(into: &toc)
+                        } while try s.consume(UInt8(ascii: ","))
+                        try s.expect(UInt8(ascii: "]"))
+                    }
+                } else {
+                    try s.skipValue(depth: 1)
+                }
+            } while try s.consume(UInt8(ascii: ","))
+            try s.expect(UInt8(ascii: "}"))
+        }
+        s.skipWhitespace()
+        guard s.pos == s.bytes.count else { throw s.fail("trailing data after the TOC object") }
+        toc.entryCount = toc.records.count
+    }
+
+    private mutating func readStringScratch() throws(EStargzError) -> Bool {
+        scratch.removeAll(keepingCapacity: true)
+        if try s.consumeNull() { return false }
+        try s.readString(into: &scratch)
+        return true
+    }
+
+    private mutating func intern(_ bytes: [UInt8], _ toc: inout TOC) -> UInt32 {
+        if bytes.isEmpty { return 0 }
+        let str = String(decoding: bytes, as: UTF8.self)
+        if let v = internTable[str] { return v }
+        let v = UInt32(toc.strings.count)
+        toc.strings.append(str)
+        internTable[str] = v
+        return v
+    }
+
+    private func uint32(_ v: Int64, _ field: String, _ name: String) throws(EStargzError) -> UInt32 {
+        guard v >= 0, v <= Int64(UInt32.max) else {
+            throw EStargzError(.invalidEntry, "TOC entry \"\(name)\": \(field) \(v) is out of range")
+        }
+        return UInt32(v)
+    }
+
+    private mutating func parseEntry(into toc: inout TOC) throws(EStargzError) {
+        var r = EntryRecord()
+        var rawName: [UInt8] = []
+        var typeBytes: [UInt8] = []
+        var digest: [UInt8] = []
+        var chunkDigest: [UInt8] = []
+        var mode: Int64 = 0, uid: Int64 = 0, gid: Int64 = 0, major: Int64 = 0, minor: Int64 = 0
+        var linkName: [UInt8] = []
+        var user: [UInt8] = []
+        var group: [UInt8] = []
+        var xattrs: [String: [UInt8]]? = nil
+        let entryStart = s.pos
+        try s.expect(UInt8(ascii: "{"))
+        if try !s.consume(UInt8(ascii: "}")) {
+            repeat {
+                try s.readKey(into: &key)
+                switch String(decoding: key, as: UTF8.self) {
+                case "name": if try readStringScratch() { rawName = scratch } else { rawName = [] }
+                case "type": if try readStringScratch() { typeBytes = scratch } else { typeBytes = [] }
+                case "size": r.size = try s.consumeNull() ? 0 : s.readInt64()
+                case "modtime":
+                    if try readStringScratch(), !scratch.isEmpty, let t = RFC3339.parse(scratch) {
+                        r.modTime = t
+                        r.flags.insert(.hasModTime)
+                    } else {
+                        r.flags.remove(.hasModTime)
+                    }
+                case "linkname": if try readStringScratch() { linkName = scratch } else { linkName = [] }
+                case "mode": mode = try s.consumeNull() ? 0 : s.readInt64()
+                case "uid": uid = try s.consumeNull() ? 0 : s.readInt64()
+                case "gid": gid = try s.consumeNull() ? 0 : s.readInt64()
+                case "username": if try readStringScratch() { user = scratch } else { user = [] }
+                case "groupname": if try readStringScratch() { group = scratch } else { group = [] }
+                case "offset": r.offset = try s.consumeNull() ? 0 : s.readInt64()
+                case "inneroffset": r.innerOffset = try s.consumeNull() ? 0 : s.readInt64()
+                case "devmajor": major = try s.consumeNull() ? 0 : s.readInt64()
+                case "devminor": minor = try s.consumeNull() ? 0 : s.readInt64()
+                case "xattrs": xattrs = try parseXattrs()
+                case "digest": if try readStringScratch() { digest = scratch } else { digest = [] }
+                case "chunkoffset": r.chunkOffset = try s.consumeNull() ? 0 : s.readInt64()
+                case "chunksize": r.chunkSize = try s.consumeNull() ? 0 : s.readInt64()
+                case "chunkdigest": if try readStringScratch() { chunkDigest = scratch } else { chunkDigest = [] }
+                default: try s.skipValue(depth: 3)
+                }
+            } while try s.consume(UInt8(ascii: ","))
+            try s.expect(UInt8(ascii: "}"))
+        }
+        let id = UInt32(toc.records.count)
+        let nameForErrors = String(decoding: rawName, as: UTF8.self)
+        guard let type = EntryType(String(decoding: typeBytes, as: UTF8.self)) else {
+            throw EStargzError(
+                .invalidEntry,
+                "TOC entry \"\(nameForErrors)\" at JSON byte \(entryStart) has unknown type \"\(String(decoding: typeBytes, as: UTF8.self))\"")
+        }
+        r.type = type
+        r.mode = try uint32(mode, "mode", nameForErrors)
+        r.uid = try uint32(uid, "uid", nameForErrors)
+        r.gid = try uint32(gid, "gid", nameForErrors)
+        r.devMajor = try uint32(major, "devMajor", nameForErrors)
+        r.devMinor = try uint32(minor, "devMinor", nameForErrors)
+        for (v, field) in [(r.size, "size"), (r.offset, "offset"), (r.innerOffset, "innerOffset"),
+                           (r.chunkOffset, "chunkOffset"), (r.chunkSize, "chunkSize")] where v < 0 {
+            throw EStargzError(.invalidEntry, "TOC entry \"\(nameForErrors)\": \(field) \(v) is negative")
+        }
+        r.userName = intern(user, &toc)
+        r.groupName = intern(group, &toc)
+        if let x = xattrs, !x.isEmpty {
+            r.xattrs = Int32(toc.xattrTable.count)
+            toc.xattrTable.append(x)
+        }
+        if !linkName.isEmpty { r.linkName = append(linkName, to: &toc) }
+        if !digest.isEmpty {
+            if let d = DigestSlot(digest) {
+                r.digest = d
+                r.flags.insert(.hasDigest)
+            } else {
+                r.flags.insert(.oddDigest)
+                toc.oddDigests[id << 1] = String(decoding: digest, as: UTF8.self)
+            }
+        }
+        if !chunkDigest.isEmpty {
+            if let d = DigestSlot(chunkDigest) {
+                r.chunkDigest = d
+                r.flags.insert(.hasChunkDigest)
+            } else {
+                r.flags.insert(.oddChunkDigest)
+                toc.oddDigests[id << 1 | 1] = String(decoding: chunkDigest, as: UTF8.self)
+            }
+        }
+        // Names.
+        if type == .chunk {
+            guard lastNonChunk >= 0, toc.records[lastNonChunk].type == .reg else {
+                throw EStargzError(
+                    .invalidEntry,
+                    "TOC chunk entry \"\(nameForErrors)\" (entry \(id)) does not follow a regular file entry")
+            }
+            r.name = toc.records[lastNonChunk].name
+            let ownerRaw = toc.rawName(EntryID(lastNonChunk))
+            if Array(ownerRaw.utf8) != rawName {
+                r.flags.insert(.rawNameInTable)
+                toc.rawNames[id] = nameForErrors
+            }
+        } else {
+            if let why = PathName.unsafeReason(rawName) {
+                throw EStargzError(.unsafePath, "TOC entry name \"\(nameForErrors)\" \(why)")
+            }
+            guard let clean = PathName.clean(rawName) else {
+                throw EStargzError(.unsafePath, "TOC entry name \"\(nameForErrors)\" is invalid")
+            }
+            if clean == Array(ReservedName.toc.utf8) {
+                throw EStargzError(.invalidEntry, "TOC lists the reserved name \(ReservedName.toc)")
+            }
+            r.name = append(clean, to: &toc)
+            var recon = clean
+            if rawName.starts(with: [0x2e, 0x2f]) {
+                r.flags.insert(.rawDotSlash)
+                recon = [0x2e, 0x2f] + recon
+            }
+            if rawName.last == 0x2f && !(recon.last == 0x2f) {
+                r.flags.insert(.rawTrailingSlash)
+                recon.append(0x2f)
+            }
+            if recon != rawName {
+                r.flags.remove([.rawDotSlash, .rawTrailingSlash])
+                r.flags.insert(.rawNameInTable)
+                toc.rawNames[id] = nameForErrors
+            }
+            lastNonChunk = Int(id)
+        }
+        toc.records.append(r)
+    }
+
+    private func append(_ bytes: [UInt8], to toc: inout TOC) -> ArenaRef {
+        let ref = ArenaRef(start: UInt32(toc.arena.count), count: UInt32(bytes.count))
+        toc.arena.append(contentsOf: bytes)
+        return ref
+    }
+
+    private mutating func parseXattrs() throws(EStargzError) -> [String: [UInt8]]? {
+        if try s.consumeNull() { return nil }
+        var out: [String: [UInt8]] = [:]
+        try s.expect(UInt8(ascii: "{"))
+        if try s.consume(UInt8(ascii: "}")) { return out }
+        var k: [UInt8] = []
+        repeat {
+            k.removeAll(keepingCapacity: true)
+            try s.readString(into: &k)
+            try s.expect(UInt8(ascii: ":"))
+            if try s.consumeNull() {
+                out[String(decoding: k, as: UTF8.self)] = []
+                continue
+            }
+            scratch.removeAll(keepingCapacity: true)
+            try s.readString(into: &scratch)
+            guard let v = Base64.decode(scratch) else {
+                throw EStargzError(
+                    .invalidTOC, "xattr \"\(String(decoding: k, as: UTF8.self))\" value is not base64")
+            }
+            out[String(decoding: k, as: UTF8.self)] = v
+        } while try s.consume(UInt8(ascii: ","))
+        try s.expect(UInt8(ascii: "}"))
+        return out
+    }
+}
+
+extension TOC {
+    /// Validates chunk layout and offsets, computes nextOffset, fills owner names, and builds the
+    /// name index and the directory tree.
+    mutating func buildIndex(payloadEnd: Int64, blobSize: Int64) throws(EStargzError) {
+        let n = records.count
+        // Chunks: defaults and layout.
+        var i = 0
+        while i < n {
+            guard records[i].type == .reg else {
+                i += 1
+                continue
+            }
+            var j = i + 1
+            while j < n, records[j].type == .chunk { j += 1 }
+            let size = records[i].size
+            let name = path(EntryID(i))
+            if records[i].chunkSize == 0 && size != 0 {
+                records[i].chunkSize = size
+                records[i].flags.insert(.chunkSizeDefaulted)
+            }
+            var expected: Int64 = 0
+            for k in i..<j {
+                if k > i && records[k].chunkSize == 0 {
+                    records[k].chunkSize = size - records[k].chunkOffset
+                    records[k].flags.insert(.chunkSizeDefaulted)
+                }
+                let c = records[k]
+                if size == 0 { break }
+                guard c.chunkOffset == expected, c.chunkSize > 0, c.chunkSize <= size - c.chunkOffset else {
+                    throw EStargzError(
+                        .invalidEntry,
+                        "TOC entry \"\(name)\": chunk at file offset \(c.chunkOffset) (size \(c.chunkSize)) does not continue at \(expected) within the file size \(size)")
+                }
+                expected = c.chunkOffset + c.chunkSize
+                guard c.offset > 0, c.offset < payloadEnd else {
+                    throw EStargzError(
+                        .offsetOutOfRange,
+                        "TOC entry \"\(name)\": chunk at file offset \(c.chunkOffset) has blob offset \(c.offset) outside the payload [1, \(payloadEnd))")
+                }
+            }
+            if size > 0 && expected != size && j - i > 1 {
+                throw EStargzError(
+                    .invalidEntry, "TOC entry \"\(name)\": chunks cover \(expected) of \(size) bytes")
+            }
+            if size > 0 && j - i == 1 && records[i].chunkSize != size {
+                // A single chunk shorter than the file: the rest is missing.
+                throw EStargzError(
+                    .invalidEntry, "TOC entry \"\(name)\": chunks cover \(records[i].chunkSize) of \(size) bytes")
+            }
+            i = j
+        }
+        // nextOffset, walking backwards.
+        var last = blobSize
+        for k in stride(from: n - 1, through: 0, by: -1) where records[k].type == .reg || records[k].type == .chunk {
+            records[k].nextOffset = last
+            if records[k].offset != 0 && records[k].innerOffset == 0 {
+                guard records[k].offset < last else {
+                    throw EStargzError(
+                        .offsetOutOfRange,
+                        "TOC entry \"\(path(EntryID(k)))\": payload offset \(records[k].offset) is not before the next payload at \(last); offsets must increase in TOC order")
+                }
+                last = records[k].offset
+            }
+        }
+        // Owner names.
+        var users: [UInt32: UInt32] = [:]
+        var groups: [UInt32: UInt32] = [:]
+        for k in 0..<n where records[k].type != .chunk {
+            if records[k].userName != 0 {
+                users[records[k].uid] = records[k].userName
+                records[k].effectiveUserName = records[k].userName
+            } else {
+                records[k].effectiveUserName = users[records[k].uid] ?? 0
+            }
+            if records[k].groupName != 0 {
+                groups[records[k].gid] = records[k].groupName
+                records[k].effectiveGroupName = records[k].groupName
+            } else {
+                records[k].effectiveGroupName = groups[records[k].gid] ?? 0
+            }
+        }
+        try buildTree()
+    }
+
+    private mutating func insertHash(_ id: UInt32) -> UInt32? {
+        let mask = hashTable.count - 1
+        let ref = records[Int(id)].name
+        let key = Array(arena[Int(ref.start)..<Int(ref.start + ref.count)])
+        var slot = Int(truncatingIfNeeded: TOC.hash(key)) & mask
+        while true {
+            let v = hashTable[slot]
+            if v == UInt32.max {
+                hashTable[slot] = id
+                return nil
+            }
+            let o = records[Int(v)].name
+            if o.count == ref.count && arena[Int(o.start)..<Int(o.start + o.count)] == key[...] { return v }
+            slot = (slot + 1) & mask
+        }
+    }
+
+    private mutating func growHashIfNeeded(extra: Int) {
+        let needed = (records.count + extra) * 2
+        guard hashTable.count < needed else { return }
+        var cap = 16
+        while cap < needed { cap <<= 1 }
+        hashTable = [UInt32](repeating: UInt32.max, count: cap)
+        for k in 0..<records.count where records[k].type != .chunk { _ = insertHash(UInt32(k)) }
+    }
+
+    private mutating func makeImplicitDir(_ clean: [UInt8]) -> UInt32 {
+        var r = EntryRecord()
+        r.type = .dir
+        r.mode = 0o755
+        r.flags = [.implicit]
+        r.name = ArenaRef(start: UInt32(arena.count), count: UInt32(clean.count))
+        arena.append(contentsOf: clean)
+        let id = UInt32(records.count)
+        records.append(r)
+        growHashIfNeeded(extra: 1)
+        _ = insertHash(id)
+        return id
+    }
+
+    private mutating func buildTree() throws(EStargzError) {
+        let n = entryCount
+        growHashIfNeeded(extra: 8)
+        // 1. Name index; duplicates are refused.
+        for k in 0..<n where records[k].type != .chunk {
+            if let other = insertHash(UInt32(k)), other != UInt32(k) {
+                throw EStargzError(
+                    .duplicateEntry,
+                    "TOC entries \(other) and \(k) have the same name \"\(path(EntryID(k)).isEmpty ? "/" : path(EntryID(k)))\"")
+            }
+        }
+        // 2. Root.
+        if let r = find([]) {
+            root = EntryID(r)
+            guard records[Int(r)].type == .dir else {
+                throw EStargzError(.invalidEntry, "TOC root entry is a \(records[Int(r)].type), not a directory")
+            }
+        } else {
+            root = EntryID(makeImplicitDir([]))
+        }
+        // 3. Parents (making implicit directories) and link counts.
+        var edges: [(parent: UInt32, node: UInt32, nameRecord: UInt32)] = []
+        edges.reserveCapacity(n)
+        var parentOf = [UInt32](repeating: root.rawValue, count: records.count)
+        var links = [UInt32](repeating: 0, count: records.count)
+        // Reference counts: an explicit root (`./`) has 1 + subdirectories, a synthesized one 2 + subdirectories
+        // (1 for an empty TOC).
+        links[root.index] = records[root.index].flags.contains(.implicit) ? (n == 0 ? 1 : 2) : 1
+        func ensureArrays(_ t: inout TOC) {
+            while parentOf.count < t.records.count {
+                parentOf.append(t.root.rawValue)
+                links.append(0)
+            }
+        }
+        var pending: [UInt32] = (0..<UInt32(n)).filter { records[Int($0)].type != .chunk && $0 != root.rawValue }
+        var idx = 0
+        while idx < pending.count {
+            let k = pending[idx]
+            idx += 1
+            let ref = records[Int(k)].name
+            let nameBytes = Array(arena[Int(ref.start)..<Int(ref.start + ref.count)])
+            let parentBytes: [UInt8] = nameBytes.lastIndex(of: 0x2f).map { Array(nameBytes[..<$0]) } ?? []
+            var p: UInt32
+            if let found = find(parentBytes) {
+                p = found
+                if records[Int(p)].type != .dir {
+                    throw EStargzError(
+                        .invalidEntry,
+                        "TOC entry \"\(path(EntryID(k)))\": its parent \"\(path(EntryID(p)))\" is a \(records[Int(p)].type), not a directory")
+                }
+            } else {
+                p = makeImplicitDir(parentBytes)
+                ensureArrays(&self)
+                links[Int(p)] = 1  // "." here; its name adds the second link when it is attached
+                pending.append(p)
+            }
+            parentOf[Int(k)] = p
+            var node = k
+            if records[Int(k)].type == .hardlink {
+                node = try resolveHardlink(k)
+            }
+            links[Int(k)] += records[Int(k)].type == .dir && !records[Int(k)].flags.contains(.implicit) ? 1 : 0
+            links[Int(node)] += 1
+            if records[Int(node)].type == .dir { links[Int(p)] += 1 }
+            edges.append((p, node, k))
+        }
+        ensureArrays(&self)
+        // Directories: explicit ones count "." (+1 above) and their name; implicit ones 1 + name.
+        parent = parentOf
+        parent[root.index] = root.rawValue
+        // 4. Children, grouped by parent (stable: TOC order within a directory).
+        var counts = [UInt32](repeating: 0, count: records.count)
+        for e in edges { counts[Int(e.parent)] += 1 }
+        childStart = [UInt32](repeating: 0, count: records.count)
+        var acc: UInt32 = 0
+        for k in 0..<records.count {
+            childStart[k] = acc
+            acc += counts[k]
+        }
+        childCount = [UInt32](repeating: 0, count: records.count)
+        children = Array(repeating: (0, 0), count: edges.count)
+        for e in edges {
+            let slot = Int(childStart[Int(e.parent)] + childCount[Int(e.parent)])
+            children[slot] = (e.node, e.nameRecord)
+            childCount[Int(e.parent)] += 1
+        }
+        nlink = links
+    }
+
+    private func resolveHardlink(_ k: UInt32) throws(EStargzError) -> UInt32 {
+        var cur = k
+        var hops = 0
+        while records[Int(cur)].type == .hardlink {
+            let target = string(records[Int(cur)].linkName)
+            guard PathName.unsafeReason(Array(target.utf8)) == nil, let clean = PathName.clean(Array(target.utf8)),
+                let t = find(clean)
+            else {
+                throw EStargzError(
+                    .invalidEntry,
+                    "TOC entry \"\(path(EntryID(k)))\" is a hardlink but the linkname \"\(target)\" isn't found")
+            }
+            cur = t
+            hops += 1
+            if hops > 64 {
+                throw EStargzError(.invalidEntry, "TOC entry \"\(path(EntryID(k)))\": hardlink chain is a loop")
+            }
+        }
+        if records[Int(cur)].type == .dir {
+            throw EStargzError(.invalidEntry, "TOC entry \"\(path(EntryID(k)))\" is a hardlink to a directory")
+        }
+        return cur
+    }
+}
+
+/// Standard base64 (RFC 4648, padded), as Go's encoding/json uses for `[]byte`.
+public enum Base64 {
+    private static let alphabet = Array("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/".utf8)
+
+    /// Encodes with padding.
+    public static func encode(_ bytes: [UInt8]) -> String {
+        var out: [UInt8] = []
+        out.reserveCapacity((bytes.count + 2) / 3 * 4)
+        var i = 0
+        while i + 3 <= bytes.count {
+            let v = UInt32(bytes[i]) << 16 | UInt32(bytes[i + 1]) << 8 | UInt32(bytes[i + 2])
+            out += [alphabet[Int(v >> 18)], alphabet[Int(v >> 12 & 63)], alphabet[Int(v >> 6 & 63)], alphabet[Int(v & 63)]]
+            i += 3
+        }
+        let rest = bytes.count - i
+        if rest == 1 {
+            let v = UInt32(bytes[i]) << 16
+            out += [alphabet[Int(v >> 18)], alphabet[Int(v >> 12 & 63)], 61, 61]
+        } else if rest == 2 {
+            let v = UInt32(bytes[i]) << 16 | UInt32(bytes[i + 1]) << 8
+            out += [alphabet[Int(v >> 18)], alphabet[Int(v >> 12 & 63)], alphabet[Int(v >> 6 & 63)], 61]
+        }
+        return String(decoding: out, as: UTF8.self)
+    }
+
+    /// Decodes padded standard base64; nil when malformed. `\r` and `\n` are ignored as Go does.
+    public static func decode(_ input: [UInt8]) -> [UInt8]? {
+        var vals: [UInt8] = []
+        vals.reserveCapacity(input.count)
+        var pad = 0
+        for c in input {
+            switch c {
+            case 65...90: vals.append(c - 65)
+            case 97...122: vals.append(c - 71)
+            case 48...57: vals.append(c + 4)
+            case 43: vals.append(62)
+            case 47: vals.append(63)
+            case 61: pad += 1; continue
+            case 10, 13: continue
+            default: return nil
+            }
+            if pad > 0 { return nil }
+        }
+        guard (vals.count + pad) % 4 == 0, pad <= 2 else { return nil }
+        var out: [UInt8] = []
+        out.reserveCapacity(vals.count * 3 / 4)
+        var i = 0
+        while i + 4 <= vals.count {
+            let v = UInt32(vals[i]) << 18 | UInt32(vals[i + 1]) << 12 | UInt32(vals[i + 2]) << 6 | UInt32(vals[i + 3])
+            out += [UInt8(v >> 16), UInt8(v >> 8 & 0xff), UInt8(v & 0xff)]
+            i += 4
+        }
+        let rest = vals.count - i
+        if rest == 2 {
+            out.append(vals[i] << 2 | vals[i + 1] >> 4)
+        } else if rest == 3 {
+            let v = UInt32(vals[i]) << 18 | UInt32(vals[i + 1]) << 12 | UInt32(vals[i + 2]) << 6
+            out += [UInt8(v >> 16), UInt8(v >> 8 & 0xff)]
+        } else if rest == 1 {
+            return nil
+        }
+        return out
+    }
+}

@@ -1,0 +1,2 @@
+import StargzCLI
+StoreCommand.main()

@@ -1,0 +1,2 @@
+import StargzCLI
+StargzCommand.main()
