@@ -31,6 +31,7 @@ let package = Package(
         .systemLibrary(
             name: "CZstd", pkgConfig: "libzstd",
             providers: [.apt(["libzstd-dev"]), .yum(["libzstd-devel"])]),
+        .target(name: "CLinuxSys"),
         .target(
             name: "Compression",
             dependencies: ["CZlib", "CLibdeflate", "CZstd"],
@@ -41,12 +42,12 @@ let package = Package(
             swiftSettings: swiftSettings),
         .target(
             name: "EStargz",
-            dependencies: ["OCI", "Compression"],
+            dependencies: ["OCI", "Compression", "CLinuxSys"],
             swiftSettings: swiftSettings),
         .target(
             name: "StargzCLI",
             dependencies: [
-                "EStargz", "OCI", "Compression",
+                "EStargz", "OCI", "CLinuxSys",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             swiftSettings: swiftSettings),
