@@ -54,7 +54,7 @@ extension EStargzReader {
                 }
                 let fd = openat(parentFD, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
                 guard fd >= 0 else { throw ioError("open directory", path, directory) }
-                try applyAttributes(fd: fd, node: node, path: path, isRoot: isRoot, setMode: false)
+                try applyAttributes(fd: fd, node: node, path: path, isRoot: isRoot, setMode: false, report: &report)
                 close(fd)
                 dirModes.append((path, node))
             case .reg:
@@ -67,7 +67,7 @@ extension EStargzReader {
                         try data.withUnsafeBytes { try writeAll(fd, $0, path: "\(directory)/\(path)") }
                         report.bytes += Int64(data.count)
                     }
-                    try applyAttributes(fd: fd, node: node, path: path, isRoot: isRoot, setMode: true)
+                    try applyAttributes(fd: fd, node: node, path: path, isRoot: isRoot, setMode: true, report: &report)
                 } catch {
                     close(fd)
                     throw error
@@ -147,15 +147,17 @@ extension EStargzReader {
         return (fd, last)
     }
 
-    private func applyAttributes(fd: Int32, node: EntryID, path: String, isRoot: Bool, setMode: Bool) throws {
+    private func applyAttributes(
+        fd: Int32, node: EntryID, path: String, isRoot: Bool, setMode: Bool, report: inout ExtractReport
+    ) throws {
         let rec = toc.records[node.index]
         if isRoot { fchown(fd, rec.uid, rec.gid) }
         if setMode { fchmod(fd, mode_t(rec.mode & 0o7777)) }
         if rec.xattrs >= 0 {
             for (k, v) in toc.xattrTable[Int(rec.xattrs)] {
                 let rc = v.withUnsafeBytes { fsetxattr(fd, k, $0.baseAddress, v.count, 0) }
-                if rc != 0 && !(errno == EPERM || errno == ENOTSUP || errno == EOPNOTSUPP) {
-                    throw ioError("setxattr \(k) on", path, "")
+                if rc != 0 {
+                    report.skipped.append("\(path): xattr \(k): \(String(cString: strerror(errno)))")
                 }
             }
         }
