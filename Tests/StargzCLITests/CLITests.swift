@@ -1,0 +1,116 @@
+// SPDX-License-Identifier: Apache-2.0
+import ArgumentParser
+import EStargz
+import Foundation
+import Testing
+#if canImport(Glibc)
+@preconcurrency import Glibc
+#endif
+
+@testable import StargzCLI
+
+let fixtures = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+    .deletingLastPathComponent().deletingLastPathComponent().appendingPathComponent("shared/fixtures/estargz")
+
+/// Runs `stargz ARGS…` in-process, capturing standard output. Returns (exit code, stdout).
+func stargz(_ args: [String]) -> (code: Int32, out: String) {
+    fflush(nil)
+    let path = FileManager.default.temporaryDirectory.appendingPathComponent("stargz-out-\(UUID().uuidString)").path
+    let fd = open(path, O_CREAT | O_RDWR | O_TRUNC, 0o600)
+    let saved = dup(1)
+    dup2(fd, 1)
+    var code: Int32 = 0
+    do {
+        var cmd = try StargzCommand.parseAsRoot(args)
+        try cmd.run()
+    } catch {
+        code = StargzCommand.exitCode(for: error).rawValue
+    }
+    fflush(nil)
+    dup2(saved, 1)
+    close(saved)
+    close(fd)
+    let out = (try? String(contentsOfFile: path, encoding: .utf8)) ?? ""
+    unlink(path)
+    return (code, out)
+}
+
+@Suite("stargz CLI", .serialized)
+struct CLITests {
+    let dir: URL = FileManager.default.temporaryDirectory.appendingPathComponent("stargz-cli-\(UUID().uuidString)")
+
+    init() throws { try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true) }
+
+    func path(_ name: String) -> String { dir.appendingPathComponent(name).path }
+
+    @Test("convert, inspect, toc-digest, verify and extract a fixture tar")
+    func endToEnd() throws {
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let tar = fixtures.appendingPathComponent("app.tar").path
+        try "usr/bin/app\n# a comment\n\n/usr/lib/app/mod000.py\n".write(toFile: path("prio"), atomically: true, encoding: .utf8)
+        let c = stargz(["convert", tar, path("a.esgz"), "--prioritized-files", path("prio"), "--json", "--chunk-size", "65536"])
+        #expect(c.code == 0)
+        let summary = try JSONSerialization.jsonObject(with: Data(c.out.utf8)) as? [String: Any]
+        let tocDigest = try #require(summary?["tocDigest"] as? String)
+        let annotations = try #require(summary?["annotations"] as? [String: String])
+        #expect(annotations["containerd.io/snapshot/stargz/toc.digest"] == tocDigest)
+        #expect(annotations["io.containers.estargz.uncompressed-size"] != nil)
+
+        let t = stargz(["toc-digest", path("a.esgz")])
+        #expect(t.code == 0 && t.out.trimmingCharacters(in: .whitespacesAndNewlines) == tocDigest)
+
+        let i = stargz(["inspect", path("a.esgz"), "--json"])
+        #expect(i.code == 0)
+        let inspect = try JSONSerialization.jsonObject(with: Data(i.out.utf8)) as? [String: Any]
+        let entries = try #require(inspect?["entries"] as? [[String: Any]])
+        #expect(entries.prefix(5).compactMap { $0["name"] as? String }.contains("usr/bin/app"))
+        #expect(stargz(["inspect", path("a.esgz"), "--chunks"]).out.contains("prefetch:"))
+
+        let v = stargz(["verify", path("a.esgz"), "--toc-digest", tocDigest, "--tar", tar])
+        #expect(v.code == 0 && v.out.hasPrefix("OK estargz"))
+        #expect(stargz(["verify", path("a.esgz"), "--toc-digest", "sha256:" + String(repeating: "0", count: 64)]).code == 1)
+
+        let x = stargz(["extract", path("a.esgz"), path("root")])
+        #expect(x.code == 0)
+        #expect(FileManager.default.fileExists(atPath: path("root/usr/bin/app")))
+
+        let z = stargz(["convert", "--zstd-chunked", tar, path("a.zst")])
+        #expect(z.code == 0 && z.out.contains("zstd-chunked.manifest-position"))
+        #expect(stargz(["verify", path("a.zst"), "--tar", tar]).out.hasPrefix("OK zstd:chunked"))
+    }
+
+    @Test("bad input and bad flags give a non-zero exit and no output file")
+    func errors() throws {
+        defer { try? FileManager.default.removeItem(at: dir) }
+        try Data("not a layer".utf8).write(to: URL(fileURLWithPath: path("junk")))
+        #expect(stargz(["inspect", path("junk")]).code == 1)
+        #expect(stargz(["verify", path("junk")]).code == 1)
+        #expect(stargz(["toc-digest", path("missing")]).code == 1)
+        #expect(stargz(["convert", path("junk"), path("out")]).code == 1)
+        #expect(!FileManager.default.fileExists(atPath: path("out")))
+        let tar = fixtures.appendingPathComponent("app.tar").path
+        #expect(stargz(["convert", tar, path("out"), "--chunk-size", "0"]).code == 64)
+        #expect(stargz(["convert", tar, path("out"), "--compression-level", "10"]).code == 64)
+        #expect(stargz(["convert", tar, path("out"), "--zstd-chunked", "--compression-level", "0"]).code == 64)
+        #expect(stargz(["verify", path("junk"), "--toc-digest", "nope"]).code == 64)
+        #expect(stargz(["no-such-command"]).code == 64)
+    }
+
+    @Test("the demo runs on its embedded sample and says OK")
+    func demo() throws {
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let d = stargz(["demo", "--work-dir", path("demo")])
+        #expect(d.code == 0)
+        #expect(d.out.contains("demo OK"))
+        #expect(d.out.contains("verify: OK"))
+    }
+
+    @Test("stargz-store accepts upstream's Go-style flags and prints its usage")
+    func storeUsage() throws {
+        let cmd = try StoreCommand.parse(["-config", "/x.toml", "-log-level=debug", "--root=/r", "/mnt"])
+        #expect(cmd.config == "/x.toml" && cmd.logLevel == "debug" && cmd.root == "/r" && cmd.mountpoint == "/mnt")
+        let defaults = try StoreCommand.parse(["/mnt"])
+        #expect(defaults.config == "/etc/stargz-store/config.toml" && defaults.root == "/var/lib/stargz-store")
+        #expect(StoreCommand.helpMessage().contains("MOUNTPOINT"))
+    }
+}
