@@ -15,6 +15,8 @@ let package = Package(
         .executable(name: "stargz", targets: ["stargz"]),
         .executable(name: "stargz-store", targets: ["stargz-store"]),
         .library(name: "EStargz", targets: ["EStargz"]),
+        .library(name: "OCI", targets: ["OCI"]),
+        .library(name: "Compression", targets: ["Compression"]),
         .library(name: "StargzCLI", targets: ["StargzCLI"]),
     ],
     dependencies: [

@@ -11,6 +11,6 @@ let package = Package(
         .executableTarget(
             name: "FuzzTOC",
             dependencies: [.product(name: "EStargz", package: "main")],
-            swiftSettings: [.swiftLanguageMode(.v6), .unsafeFlags(["-parse-as-library"])]),
+            swiftSettings: [.swiftLanguageMode(.v5)]),
     ]
 )

@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 secs=${1:-600}
 scripts/deps.sh
 swift build --package-path Fuzz -c debug --scratch-path .build-fuzz \
-  -Xswiftc -sanitize=fuzzer,address -Xswiftc -parse-as-library >&2
+  -Xswiftc -sanitize=fuzzer,address >&2
 bin=.build-fuzz/debug/FuzzTOC
 corpus=.build-fuzz/corpus
 mkdir -p "$corpus" fuzz-artifacts

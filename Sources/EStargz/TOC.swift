@@ -351,3 +351,15 @@ func memcmpEqual(_ a: UnsafeRawPointer, _ b: UnsafeRawPointer, _ n: Int) -> Bool
     }
     return true
 }
+
+extension TOC {
+    /// The bytes this TOC holds in memory: records, names, index and tree (array capacities, not malloc
+    /// overhead). Used by the benchmark that reports bytes per entry.
+    public var memoryFootprint: Int {
+        records.capacity * MemoryLayout<EntryRecord>.stride + arena.capacity
+            + hashTable.capacity * 4 + (parent.capacity + nlink.capacity + childStart.capacity + childCount.capacity) * 4
+            + children.capacity * MemoryLayout<(node: UInt32, nameRecord: UInt32)>.stride
+            + strings.reduce(0) { $0 + 16 + $1.utf8.count } + xattrTable.count * 64 + rawNames.count * 48
+            + oddDigests.count * 96
+    }
+}

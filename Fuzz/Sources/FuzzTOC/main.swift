@@ -6,8 +6,25 @@
 //   3: a tar stream (the writer's input parser)
 import EStargz
 
+#if canImport(Glibc)
+import Glibc
+#endif
+
+// SwiftPM links executables with `main` aliased to `FuzzTOC_main`, so libFuzzer's own main is never used:
+// this top-level code hands control to libFuzzer's driver instead.
+@_silgen_name("LLVMFuzzerRunDriver")
+func LLVMFuzzerRunDriver(
+    _ argc: UnsafeMutablePointer<CInt>,
+    _ argv: UnsafeMutablePointer<UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>>,
+    _ callback: @convention(c) (UnsafePointer<UInt8>, Int) -> CInt
+) -> CInt
+
+var fuzzArgc = CommandLine.argc
+var fuzzArgv = CommandLine.unsafeArgv
+exit(LLVMFuzzerRunDriver(&fuzzArgc, &fuzzArgv, fuzzTOC))
+
 @_cdecl("LLVMFuzzerTestOneInput")
-public func fuzzTOC(_ data: UnsafePointer<UInt8>, _ size: Int) -> CInt {
+func fuzzTOC(_ data: UnsafePointer<UInt8>, _ size: Int) -> CInt {
     guard size > 0 else { return 0 }
     let mode = data[0] % 4
     let bytes = Array(UnsafeBufferPointer(start: data + 1, count: size - 1))

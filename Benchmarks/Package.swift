@@ -1,0 +1,19 @@
+// swift-tools-version:6.1
+// SPDX-License-Identifier: Apache-2.0
+// Benchmarks, kept out of the main package so its build never pays for them. Run: scripts/bench.sh
+import PackageDescription
+
+let package = Package(
+    name: "stargz-benchmarks",
+    dependencies: [.package(path: "..")],
+    targets: [
+        .executableTarget(
+            name: "EStargzBench",
+            dependencies: [
+                .product(name: "EStargz", package: "main"),
+                .product(name: "Compression", package: "main"),
+                .product(name: "OCI", package: "main"),
+            ],
+            swiftSettings: [.swiftLanguageMode(.v6)]),
+    ]
+)

@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# Benchmarks (numbers and ratios, never pass/fail):
+#   1. conversion of a realistic tar (a tar of /usr, or $BENCH_TAR) vs the reference Go estargz.Build
+#      (`refgen build`) at the same level and chunk size, on all cores; time and compressed size ratios
+#   2. chunk decompression throughput, libdeflate vs zlib, MB/s of output per core
+#   3. TOC parse time and bytes held per entry for a 50,000-entry TOC
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/deps.sh
+work=${BENCH_DIR:-/var/tmp/stargz-bench}
+mkdir -p "$work"
+swift build -c release --product stargz >&2
+swift build -c release --package-path Benchmarks --scratch-path .build-bench >&2
+refgen=.build/refgen/refgen
+[ -x "$refgen" ] || { mkdir -p .build/refgen; bash ../shared/tools/refgen/build.sh "$refgen"; }
+tarball=${BENCH_TAR:-$work/usr.tar}
+if [ ! -f "$tarball" ]; then
+  # A realistic mix: executables, shared objects, many small Python files (about 420 MB).
+  tar -C / -cf "$tarball" usr/bin usr/sbin usr/lib/python3.11 usr/lib/gcc 2>/dev/null || true
+fi
+size=$(stat -c %s "$tarball")
+echo "== conversion: $tarball, $((size >> 20)) MiB, $(nproc) cores, gzip level 9, 4 MiB chunks"
+t() { local s e; s=$(date +%s.%N); "$@" >/dev/null; e=$(date +%s.%N); echo "$e - $s" | bc; }
+sync; cat "$tarball" > /dev/null
+ours=$(t .build/release/stargz convert "$tarball" "$work/ours.esgz")
+ref=$(t "$refgen" build "$tarball" "$work/ref.esgz" level=9 chunk=4194304)
+os=$(stat -c %s "$work/ours.esgz"); rs=$(stat -c %s "$work/ref.esgz")
+echo "stargz-swift: ${ours} s, $os bytes"
+echo "reference:    ${ref} s, $rs bytes"
+echo "time ratio (ours/reference): $(echo "scale=3; $ours / $ref" | bc)   (goal <= 0.5)"
+echo "size ratio (ours/reference): $(echo "scale=4; $os / $rs" | bc)   (goal within 1 %)"
+echo "throughput: ours $(echo "scale=1; $size / $ours / 1000000" | bc) MB/s, reference $(echo "scale=1; $size / $ref / 1000000" | bc) MB/s of tar"
+"$refgen" verify "$work/ours.esgz" > "$work/verify.txt" && echo "reference accepts our blob: $(cat "$work/verify.txt")"
+echo
+echo "== chunk decompression (one core)"
+.build-bench/release/EStargzBench inflate "$work/ours.esgz"
+echo
+echo "== TOC parse and memory"
+.build-bench/release/EStargzBench toc 50000
