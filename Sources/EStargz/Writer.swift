@@ -32,6 +32,9 @@ public struct WriterOptions: Sendable, Equatable {
     public var workers: Int
     /// Where to keep a decompressed copy of a compressed input tar (default `$TMPDIR` or `/var/tmp`).
     public var temporaryDirectory: String?
+    /// Whether to add the landmark file (`.prefetch.landmark` or `.no.prefetch.landmark`). Off gives the
+    /// layout of upstream's low-level `Writer.AppendTar`, without reordering either.
+    public var addLandmark = true
 
     /// Creates options.
     public init(
@@ -367,6 +370,7 @@ struct Builder {
             }
             return true
         }
+        guard options.addLandmark else { return (entries.filter { !$0.removed }, []) }
         for p in options.prioritizedFiles where !move(p, depth: 0) { missing.append(p) }
         var landmark = TarHeader(
             typeflag: UInt8(ascii: "0"),
