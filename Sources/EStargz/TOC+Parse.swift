@@ -22,6 +22,7 @@ extension TOC {
         var parser = TOCParser(json: json, limits: limits)
         try parser.parseTop(into: &toc)
         try toc.buildIndex(payloadEnd: payloadEnd, blobSize: blobSize)
+        toc.shrinkToFit()
         return toc
     }
 
@@ -48,6 +49,10 @@ private struct TOCParser: ~Copyable {
     var scratch: [UInt8] = []
     var internTable: [String: UInt32] = ["": 0]
     var lastNonChunk: Int = -1
+    var nameBuf: [UInt8] = []
+    var lastRawName: [UInt8] = []
+    var linkBuf: [UInt8] = []
+    var cleanBuf: [UInt8] = []
 
     init(json: UnsafeRawBufferPointer, limits: TOCLimits) {
         s = JSONScanner(json)
@@ -61,9 +66,9 @@ private struct TOCParser: ~Copyable {
         if try !s.consume(UInt8(ascii: "}")) {
             repeat {
                 try s.readKey(into: &key)
-                if key == Array("version".utf8) {
+                if key == Keys.version {
                     toc.version = try s.consumeNull() ? 0 : s.readInt64()
-                } else if key == Array("entries".utf8) {
+                } else if key == Keys.entries {
                     if try s.consumeNull() { continue }
                     try s.expect(UInt8(ascii: "["))
                     if try !s.consume(UInt8(ascii: "]")) {
@@ -110,134 +115,147 @@ private struct TOCParser: ~Copyable {
         return UInt32(v)
     }
 
+    private mutating func readDigest(
+        into r: inout EntryRecord, chunk: Bool, id: UInt32, toc: inout TOC
+    ) throws(EStargzError) {
+        let has: EntryRecord.Flags = chunk ? .hasChunkDigest : .hasDigest
+        let odd: EntryRecord.Flags = chunk ? .oddChunkDigest : .oddDigest
+        let key = chunk ? id << 1 | 1 : id << 1
+        r.flags.remove([has, odd])
+        toc.oddDigests[key] = nil
+        guard try readStringScratch(), !scratch.isEmpty else { return }
+        if let d = DigestSlot(scratch) {
+            if chunk { r.chunkDigest = d } else { r.digest = d }
+            r.flags.insert(has)
+        } else {
+            r.flags.insert(odd)
+            toc.oddDigests[key] = String(decoding: scratch, as: UTF8.self)
+        }
+    }
+
+    private mutating func readInt() throws(EStargzError) -> Int64 {
+        try s.consumeNull() ? 0 : s.readInt64()
+    }
+
     private mutating func parseEntry(into toc: inout TOC) throws(EStargzError) {
         var r = EntryRecord()
-        var rawName: [UInt8] = []
-        var typeBytes: [UInt8] = []
-        var digest: [UInt8] = []
-        var chunkDigest: [UInt8] = []
+        var type: EntryType? = nil
+        var typeName = ""
         var mode: Int64 = 0, uid: Int64 = 0, gid: Int64 = 0, major: Int64 = 0, minor: Int64 = 0
-        var linkName: [UInt8] = []
-        var user: [UInt8] = []
-        var group: [UInt8] = []
         var xattrs: [String: [UInt8]]? = nil
+        let id = UInt32(toc.records.count)
+        nameBuf.removeAll(keepingCapacity: true)
+        linkBuf.removeAll(keepingCapacity: true)
         let entryStart = s.pos
         try s.expect(UInt8(ascii: "{"))
         if try !s.consume(UInt8(ascii: "}")) {
             repeat {
                 try s.readKey(into: &key)
-                switch String(decoding: key, as: UTF8.self) {
-                case "name": if try readStringScratch() { rawName = scratch } else { rawName = [] }
-                case "type": if try readStringScratch() { typeBytes = scratch } else { typeBytes = [] }
-                case "size": r.size = try s.consumeNull() ? 0 : s.readInt64()
-                case "modtime":
+                switch key.count {
+                case 3 where key == Keys.uid: uid = try readInt()
+                case 3 where key == Keys.gid: gid = try readInt()
+                case 4 where key == Keys.name:
+                    nameBuf.removeAll(keepingCapacity: true)
+                    if try !s.consumeNull() { try s.readString(into: &nameBuf) }
+                case 4 where key == Keys.type:
+                    if try readStringScratch() {
+                        type = EntryType(bytes: scratch)
+                        typeName = type == nil ? String(decoding: scratch, as: UTF8.self) : ""
+                    } else {
+                        type = nil
+                    }
+                case 4 where key == Keys.size: r.size = try readInt()
+                case 4 where key == Keys.mode: mode = try readInt()
+                case 6 where key == Keys.offset: r.offset = try readInt()
+                case 6 where key == Keys.digest: try readDigest(into: &r, chunk: false, id: id, toc: &toc)
+                case 6 where key == Keys.xattrs: xattrs = try parseXattrs()
+                case 7 where key == Keys.modtime:
                     if try readStringScratch(), !scratch.isEmpty, let t = RFC3339.parse(scratch) {
                         r.modTime = t
                         r.flags.insert(.hasModTime)
                     } else {
                         r.flags.remove(.hasModTime)
                     }
-                case "linkname": if try readStringScratch() { linkName = scratch } else { linkName = [] }
-                case "mode": mode = try s.consumeNull() ? 0 : s.readInt64()
-                case "uid": uid = try s.consumeNull() ? 0 : s.readInt64()
-                case "gid": gid = try s.consumeNull() ? 0 : s.readInt64()
-                case "username": if try readStringScratch() { user = scratch } else { user = [] }
-                case "groupname": if try readStringScratch() { group = scratch } else { group = [] }
-                case "offset": r.offset = try s.consumeNull() ? 0 : s.readInt64()
-                case "inneroffset": r.innerOffset = try s.consumeNull() ? 0 : s.readInt64()
-                case "devmajor": major = try s.consumeNull() ? 0 : s.readInt64()
-                case "devminor": minor = try s.consumeNull() ? 0 : s.readInt64()
-                case "xattrs": xattrs = try parseXattrs()
-                case "digest": if try readStringScratch() { digest = scratch } else { digest = [] }
-                case "chunkoffset": r.chunkOffset = try s.consumeNull() ? 0 : s.readInt64()
-                case "chunksize": r.chunkSize = try s.consumeNull() ? 0 : s.readInt64()
-                case "chunkdigest": if try readStringScratch() { chunkDigest = scratch } else { chunkDigest = [] }
+                case 8 where key == Keys.linkname:
+                    linkBuf.removeAll(keepingCapacity: true)
+                    if try !s.consumeNull() { try s.readString(into: &linkBuf) }
+                case 8 where key == Keys.username:
+                    r.userName = try readStringScratch() ? intern(scratch, &toc) : 0
+                case 8 where key == Keys.devmajor: major = try readInt()
+                case 8 where key == Keys.devminor: minor = try readInt()
+                case 9 where key == Keys.groupname:
+                    r.groupName = try readStringScratch() ? intern(scratch, &toc) : 0
+                case 9 where key == Keys.chunksize: r.chunkSize = try readInt()
+                case 11 where key == Keys.inneroffset: r.innerOffset = try readInt()
+                case 11 where key == Keys.chunkoffset: r.chunkOffset = try readInt()
+                case 11 where key == Keys.chunkdigest: try readDigest(into: &r, chunk: true, id: id, toc: &toc)
                 default: try s.skipValue(depth: 3)
                 }
             } while try s.consume(UInt8(ascii: ","))
             try s.expect(UInt8(ascii: "}"))
         }
-        let id = UInt32(toc.records.count)
-        let nameForErrors = String(decoding: rawName, as: UTF8.self)
-        guard let type = EntryType(String(decoding: typeBytes, as: UTF8.self)) else {
+        func nameForErrors() -> String { String(decoding: nameBuf, as: UTF8.self) }
+        guard let type else {
             throw EStargzError(
                 .invalidEntry,
-                "TOC entry \"\(nameForErrors)\" at JSON byte \(entryStart) has unknown type \"\(String(decoding: typeBytes, as: UTF8.self))\"")
+                "TOC entry \"\(nameForErrors())\" at JSON byte \(entryStart) has unknown type \"\(typeName)\"")
         }
         r.type = type
-        r.mode = try uint32(mode, "mode", nameForErrors)
-        r.uid = try uint32(uid, "uid", nameForErrors)
-        r.gid = try uint32(gid, "gid", nameForErrors)
-        r.devMajor = try uint32(major, "devMajor", nameForErrors)
-        r.devMinor = try uint32(minor, "devMinor", nameForErrors)
-        for (v, field) in [(r.size, "size"), (r.offset, "offset"), (r.innerOffset, "innerOffset"),
-                           (r.chunkOffset, "chunkOffset"), (r.chunkSize, "chunkSize")] where v < 0 {
-            throw EStargzError(.invalidEntry, "TOC entry \"\(nameForErrors)\": \(field) \(v) is negative")
+        r.mode = try uint32(mode, "mode", nameForErrors())
+        r.uid = try uint32(uid, "uid", nameForErrors())
+        r.gid = try uint32(gid, "gid", nameForErrors())
+        r.devMajor = try uint32(major, "devMajor", nameForErrors())
+        r.devMinor = try uint32(minor, "devMinor", nameForErrors())
+        if r.size < 0 || r.offset < 0 || r.innerOffset < 0 || r.chunkOffset < 0 || r.chunkSize < 0 {
+            throw EStargzError(.invalidEntry, "TOC entry \"\(nameForErrors())\" has a negative size or offset")
         }
-        r.userName = intern(user, &toc)
-        r.groupName = intern(group, &toc)
         if let x = xattrs, !x.isEmpty {
             r.xattrs = Int32(toc.xattrTable.count)
             toc.xattrTable.append(x)
         }
-        if !linkName.isEmpty { r.linkName = append(linkName, to: &toc) }
-        if !digest.isEmpty {
-            if let d = DigestSlot(digest) {
-                r.digest = d
-                r.flags.insert(.hasDigest)
-            } else {
-                r.flags.insert(.oddDigest)
-                toc.oddDigests[id << 1] = String(decoding: digest, as: UTF8.self)
-            }
-        }
-        if !chunkDigest.isEmpty {
-            if let d = DigestSlot(chunkDigest) {
-                r.chunkDigest = d
-                r.flags.insert(.hasChunkDigest)
-            } else {
-                r.flags.insert(.oddChunkDigest)
-                toc.oddDigests[id << 1 | 1] = String(decoding: chunkDigest, as: UTF8.self)
-            }
-        }
+        if !linkBuf.isEmpty { r.linkName = append(linkBuf, to: &toc) }
         // Names.
         if type == .chunk {
             guard lastNonChunk >= 0, toc.records[lastNonChunk].type == .reg else {
                 throw EStargzError(
                     .invalidEntry,
-                    "TOC chunk entry \"\(nameForErrors)\" (entry \(id)) does not follow a regular file entry")
+                    "TOC chunk entry \"\(nameForErrors())\" (entry \(id)) does not follow a regular file entry")
             }
             r.name = toc.records[lastNonChunk].name
-            let ownerRaw = toc.rawName(EntryID(lastNonChunk))
-            if Array(ownerRaw.utf8) != rawName {
+            if nameBuf != lastRawName {
                 r.flags.insert(.rawNameInTable)
-                toc.rawNames[id] = nameForErrors
+                toc.rawNames[id] = nameForErrors()
             }
         } else {
-            if let why = PathName.unsafeReason(rawName) {
-                throw EStargzError(.unsafePath, "TOC entry name \"\(nameForErrors)\" \(why)")
+            if let why = PathName.unsafeReason(nameBuf) {
+                throw EStargzError(.unsafePath, "TOC entry name \"\(nameForErrors())\" \(why)")
             }
-            guard let clean = PathName.clean(rawName) else {
-                throw EStargzError(.unsafePath, "TOC entry name \"\(nameForErrors)\" is invalid")
+            guard PathName.clean(nameBuf, into: &cleanBuf) else {
+                throw EStargzError(.unsafePath, "TOC entry name \"\(nameForErrors())\" is invalid")
             }
-            if clean == Array(ReservedName.toc.utf8) {
+            if cleanBuf == Keys.tocName {
                 throw EStargzError(.invalidEntry, "TOC lists the reserved name \(ReservedName.toc)")
             }
-            r.name = append(clean, to: &toc)
-            var recon = clean
-            if rawName.starts(with: [0x2e, 0x2f]) {
-                r.flags.insert(.rawDotSlash)
-                recon = [0x2e, 0x2f] + recon
-            }
-            if rawName.last == 0x2f && !(recon.last == 0x2f) {
-                r.flags.insert(.rawTrailingSlash)
-                recon.append(0x2f)
-            }
-            if recon != rawName {
-                r.flags.remove([.rawDotSlash, .rawTrailingSlash])
+            r.name = append(cleanBuf, to: &toc)
+            // Record how the raw name differs from the clean one: a "./" prefix and/or a trailing "/".
+            let dot = nameBuf.count >= 2 && nameBuf[0] == 0x2e && nameBuf[1] == 0x2f
+            let base = dot ? 2 : 0
+            let slash = nameBuf.count > base + cleanBuf.count && nameBuf.last == 0x2f
+            let same = nameBuf.count == base + cleanBuf.count + (slash ? 1 : 0)
+                && nameBuf.withUnsafeBytes { n in
+                    cleanBuf.withUnsafeBytes { c in
+                        c.count == 0 || memcmpEqual(n.baseAddress! + base, c.baseAddress!, c.count)
+                    }
+                }
+            if same {
+                if dot { r.flags.insert(.rawDotSlash) }
+                if slash { r.flags.insert(.rawTrailingSlash) }
+            } else {
                 r.flags.insert(.rawNameInTable)
-                toc.rawNames[id] = nameForErrors
+                toc.rawNames[id] = nameForErrors()
             }
             lastNonChunk = Int(id)
+            swap(&lastRawName, &nameBuf)
         }
         toc.records.append(r)
     }
@@ -276,6 +294,15 @@ private struct TOCParser: ~Copyable {
 }
 
 extension TOC {
+    /// Drops the spare capacity the parse left in the big arrays (they grow by doubling).
+    mutating func shrinkToFit() {
+        if records.capacity > records.count + records.count / 16 { records = Array(records[...]) }
+        if arena.capacity > arena.count + arena.count / 16 { arena = Array(arena[...]) }
+        if children.capacity > children.count + children.count / 16 { children = Array(children[...]) }
+        if parent.capacity > parent.count + 16 { parent = Array(parent[...]) }
+        if nlink.capacity > nlink.count + 16 { nlink = Array(nlink[...]) }
+    }
+
     /// Validates chunk layout and offsets, computes nextOffset, fills owner names, and builds the
     /// name index and the directory tree.
     mutating func buildIndex(payloadEnd: Int64, blobSize: Int64) throws(EStargzError) {
@@ -362,18 +389,24 @@ extension TOC {
     private mutating func insertHash(_ id: UInt32) -> UInt32? {
         let mask = hashTable.count - 1
         let ref = records[Int(id)].name
-        let key = Array(arena[Int(ref.start)..<Int(ref.start + ref.count)])
-        var slot = Int(truncatingIfNeeded: TOC.hash(key)) & mask
-        while true {
-            let v = hashTable[slot]
-            if v == UInt32.max {
-                hashTable[slot] = id
-                return nil
+        let found: (slot: Int, existing: UInt32?) = arena.withUnsafeBytes { a in
+            let key = UnsafeRawBufferPointer(rebasing: a[Int(ref.start)..<Int(ref.start + ref.count)])
+            var slot = Int(truncatingIfNeeded: TOC.hash(key)) & mask
+            while true {
+                let v = hashTable[slot]
+                if v == UInt32.max { return (slot, nil) }
+                let o = records[Int(v)].name
+                if o.count == ref.count
+                    && (o.count == 0 || memcmpEqual(a.baseAddress! + Int(o.start), key.baseAddress!, key.count))
+                {
+                    return (slot, v)
+                }
+                slot = (slot + 1) & mask
             }
-            let o = records[Int(v)].name
-            if o.count == ref.count && arena[Int(o.start)..<Int(o.start + o.count)] == key[...] { return v }
-            slot = (slot + 1) & mask
         }
+        if let e = found.existing { return e }
+        hashTable[found.slot] = id
+        return nil
     }
 
     private mutating func growHashIfNeeded(extra: Int) {
@@ -433,16 +466,22 @@ extension TOC {
                 links.append(0)
             }
         }
-        var pending: [UInt32] = (0..<UInt32(n)).filter { records[Int($0)].type != .chunk && $0 != root.rawValue }
+        var pending: [UInt32] = []
+        pending.reserveCapacity(n)
+        for k in 0..<UInt32(n) where records[Int(k)].type != .chunk && k != root.rawValue { pending.append(k) }
         var idx = 0
         while idx < pending.count {
             let k = pending[idx]
             idx += 1
             let ref = records[Int(k)].name
-            let nameBytes = Array(arena[Int(ref.start)..<Int(ref.start + ref.count)])
-            let parentBytes: [UInt8] = nameBytes.lastIndex(of: 0x2f).map { Array(nameBytes[..<$0]) } ?? []
+            var parentLength = 0
+            arena.withUnsafeBytes { a in
+                var i = Int(ref.count) - 1
+                while i >= 0 && a[Int(ref.start) + i] != 0x2f { i -= 1 }
+                parentLength = max(i, 0)
+            }
             var p: UInt32
-            if let found = find(parentBytes) {
+            if let found = find(arenaStart: Int(ref.start), count: parentLength) {
                 p = found
                 if records[Int(p)].type != .dir {
                     throw EStargzError(
@@ -450,7 +489,7 @@ extension TOC {
                         "TOC entry \"\(path(EntryID(k)))\": its parent \"\(path(EntryID(p)))\" is a \(records[Int(p)].type), not a directory")
                 }
             } else {
-                p = makeImplicitDir(parentBytes)
+                p = makeImplicitDir(Array(arena[Int(ref.start)..<(Int(ref.start) + parentLength)]))
                 ensureArrays(&self)
                 links[Int(p)] = 1  // "." here; its name adds the second link when it is attached
                 pending.append(p)
@@ -575,5 +614,46 @@ public enum Base64 {
             return nil
         }
         return out
+    }
+}
+
+/// TOC JSON keys, lowercase (Go matches them case-insensitively).
+enum Keys {
+    static let version = Array("version".utf8)
+    static let entries = Array("entries".utf8)
+    static let name = Array("name".utf8)
+    static let type = Array("type".utf8)
+    static let size = Array("size".utf8)
+    static let modtime = Array("modtime".utf8)
+    static let linkname = Array("linkname".utf8)
+    static let mode = Array("mode".utf8)
+    static let uid = Array("uid".utf8)
+    static let gid = Array("gid".utf8)
+    static let username = Array("username".utf8)
+    static let groupname = Array("groupname".utf8)
+    static let offset = Array("offset".utf8)
+    static let inneroffset = Array("inneroffset".utf8)
+    static let devmajor = Array("devmajor".utf8)
+    static let devminor = Array("devminor".utf8)
+    static let xattrs = Array("xattrs".utf8)
+    static let digest = Array("digest".utf8)
+    static let chunkoffset = Array("chunkoffset".utf8)
+    static let chunksize = Array("chunksize".utf8)
+    static let chunkdigest = Array("chunkdigest".utf8)
+    static let tocName = Array(ReservedName.toc.utf8)
+}
+
+extension EntryType {
+    /// Parses the JSON spelling from bytes.
+    init?(bytes b: [UInt8]) {
+        switch b.count {
+        case 3 where b == [0x64, 0x69, 0x72]: self = .dir
+        case 3 where b == [0x72, 0x65, 0x67]: self = .reg
+        case 4 where b == [0x66, 0x69, 0x66, 0x6f]: self = .fifo
+        case 4 where b == [0x63, 0x68, 0x61, 0x72]: self = .char
+        default:
+            guard let t = EntryType(String(decoding: b, as: UTF8.self)) else { return nil }
+            self = t
+        }
     }
 }

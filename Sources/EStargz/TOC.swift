@@ -21,37 +21,49 @@ struct ArenaRef: Sendable, Equatable {
 
 /// 32 raw bytes of a sha256 digest, stored inline.
 struct DigestSlot: Sendable, Equatable {
-    var a: UInt64 = 0, b: UInt64 = 0, c: UInt64 = 0, d: UInt64 = 0
+    var a: UInt64 = 0, b_: UInt64 = 0, c: UInt64 = 0, d: UInt64 = 0
 
     init() {}
 
     /// Parses `sha256:<64 lowercase hex>`; nil for anything else.
     init?(_ s: [UInt8]) {
-        guard s.count == 71, s.starts(with: Array("sha256:".utf8)) else { return nil }
-        var words: [UInt64] = [0, 0, 0, 0]
-        for i in 0..<64 {
-            let c = s[7 + i]
-            let v: UInt64
-            switch c {
-            case 48...57: v = UInt64(c - 48)
-            case 97...102: v = UInt64(c - 87)
-            default: return nil
+        guard s.count == 71 else { return nil }
+        let parsed: (UInt64, UInt64, UInt64, UInt64)? = s.withUnsafeBufferPointer { b in
+            // "sha256:"
+            guard b[0] == 0x73, b[1] == 0x68, b[2] == 0x61, b[3] == 0x32, b[4] == 0x35, b[5] == 0x36, b[6] == 0x3a
+            else { return nil }
+            var w: (UInt64, UInt64, UInt64, UInt64) = (0, 0, 0, 0)
+            for i in 0..<64 {
+                let c = b[7 + i]
+                let v: UInt64
+                switch c {
+                case 48...57: v = UInt64(c &- 48)
+                case 97...102: v = UInt64(c &- 87)
+                default: return nil
+                }
+                switch i >> 4 {
+                case 0: w.0 = w.0 << 4 | v
+                case 1: w.1 = w.1 << 4 | v
+                case 2: w.2 = w.2 << 4 | v
+                default: w.3 = w.3 << 4 | v
+                }
             }
-            words[i / 16] = words[i / 16] << 4 | v
+            return w
         }
-        (a, b, c, d) = (words[0], words[1], words[2], words[3])
+        guard let w = parsed else { return nil }
+        (a, b_, c, d) = w
     }
 
     init(digestBytes: some Collection<UInt8>) {
         var words: [UInt64] = [0, 0, 0, 0]
         for (i, byte) in digestBytes.enumerated() where i < 32 { words[i / 8] = words[i / 8] << 8 | UInt64(byte) }
-        (a, b, c, d) = (words[0], words[1], words[2], words[3])
+        (a, b_, c, d) = (words[0], words[1], words[2], words[3])
     }
 
     var bytes: [UInt8] {
         var out: [UInt8] = []
         out.reserveCapacity(32)
-        for w in [a, b, c, d] { for s in stride(from: 56, through: 0, by: -8) { out.append(UInt8(truncatingIfNeeded: w >> UInt64(s))) } }
+        for w in [a, b_, c, d] { for s in stride(from: 56, through: 0, by: -8) { out.append(UInt8(truncatingIfNeeded: w >> UInt64(s))) } }
         return out
     }
 
@@ -231,30 +243,45 @@ public struct TOC: Sendable {
     }
 
     func find(_ clean: [UInt8]) -> UInt32? {
+        clean.withUnsafeBytes { find(bytes: $0) }
+    }
+
+    /// Looks up a normalized name given as raw bytes.
+    func find(bytes key: UnsafeRawBufferPointer) -> UInt32? {
         guard !hashTable.isEmpty else { return nil }
         let mask = hashTable.count - 1
-        var slot = Int(truncatingIfNeeded: TOC.hash(clean)) & mask
-        while true {
-            let v = hashTable[slot]
-            if v == UInt32.max { return nil }
-            let ref = records[Int(v)].name
-            if Int(ref.count) == clean.count {
-                let same = arena.withUnsafeBytes { a in
-                    clean.withUnsafeBytes { c in
-                        c.count == 0 || memcmpEqual(a.baseAddress! + Int(ref.start), c.baseAddress!, c.count)
-                    }
+        var slot = Int(truncatingIfNeeded: TOC.hash(key)) & mask
+        return arena.withUnsafeBytes { a -> UInt32? in
+            while true {
+                let v = hashTable[slot]
+                if v == UInt32.max { return nil }
+                let ref = records[Int(v)].name
+                if Int(ref.count) == key.count
+                    && (key.count == 0 || memcmpEqual(a.baseAddress! + Int(ref.start), key.baseAddress!, key.count))
+                {
+                    return v
                 }
-                if same { return v }
+                slot = (slot + 1) & mask
             }
-            slot = (slot + 1) & mask
         }
     }
 
-    static func hash(_ b: some Collection<UInt8>) -> UInt64 {
+    /// Looks up a normalized name stored in the arena at `start..<start+count`.
+    func find(arenaStart start: Int, count: Int) -> UInt32? {
+        arena.withUnsafeBytes { a in find(bytes: UnsafeRawBufferPointer(rebasing: a[start..<(start + count)])) }
+    }
+
+    static func hash(_ b: UnsafeRawBufferPointer) -> UInt64 {
         var h: UInt64 = 0xcbf29ce484222325
-        for c in b {
-            h ^= UInt64(c)
-            h = h &* 0x100000001b3
+        var i = 0
+        while i + 8 <= b.count {
+            h = (h ^ b.loadUnaligned(fromByteOffset: i, as: UInt64.self)) &* 0x100000001b3
+            h ^= h >> 32
+            i += 8
+        }
+        while i < b.count {
+            h = (h ^ UInt64(b[i])) &* 0x100000001b3
+            i += 1
         }
         return h ^ (h >> 29)
     }
@@ -311,17 +338,36 @@ public struct TOC: Sendable {
 public enum PathName {
     /// `clean("/" + name)` without the leading slash; nil for names with a NUL byte.
     public static func clean(_ name: [UInt8]) -> [UInt8]? {
-        var parts: [ArraySlice<UInt8>] = []
-        for comp in name.split(separator: 0x2f, omittingEmptySubsequences: true) {
-            if comp.contains(0) { return nil }
-            if comp.count == 1 && comp.first == 0x2e { continue }
-            if comp.count == 2 && comp.first == 0x2e && comp.last == 0x2e {
-                if !parts.isEmpty { parts.removeLast() }
-                continue
+        var out: [UInt8] = []
+        return clean(name, into: &out) ? out : nil
+    }
+
+    /// Cleans `name` into `out` (reusing its storage); false for names with a NUL byte.
+    static func clean(_ name: [UInt8], into out: inout [UInt8]) -> Bool {
+        out.removeAll(keepingCapacity: true)
+        var i = 0
+        let n = name.count
+        while i < n {
+            while i < n && name[i] == 0x2f { i += 1 }
+            if i >= n { break }
+            var j = i
+            while j < n && name[j] != 0x2f {
+                if name[j] == 0 { return false }
+                j += 1
             }
-            parts.append(comp)
+            let len = j - i
+            if len == 1 && name[i] == 0x2e {
+                // "." : skip
+            } else if len == 2 && name[i] == 0x2e && name[i + 1] == 0x2e {
+                // "..": drop the last element
+                if let slash = out.lastIndex(of: 0x2f) { out.removeSubrange(slash...) } else { out.removeAll(keepingCapacity: true) }
+            } else {
+                if !out.isEmpty { out.append(0x2f) }
+                out.append(contentsOf: name[i..<j])
+            }
+            i = j
         }
-        return Array(parts.joined(separator: [0x2f]))
+        return true
     }
 
     /// Whether a raw tar/TOC name is safe: not absolute, no `..` element, no NUL byte.

@@ -104,8 +104,7 @@ public enum RFC3339 {
     }
 
     /// Parses an RFC 3339 timestamp into whole seconds since the epoch; nil when malformed.
-    public static func parse(_ bytes: some Collection<UInt8>) -> Int64? {
-        let b = Array(bytes)
+    public static func parse(_ b: [UInt8]) -> Int64? {
         func num(_ from: Int, _ n: Int) -> Int64? {
             guard from + n <= b.count else { return nil }
             var v: Int64 = 0

@@ -438,8 +438,13 @@ struct Builder {
                 } else {
                     payload = try tar.blob.read(at: e.payloadOffset + written, length: Int(size))
                 }
-                fileHasher.update(payload)
-                entry.chunkDigest = Digest.sha256(of: payload).description
+                if size == h.size {
+                    // A single chunk: its digest is the file's digest; hash once.
+                    entry.chunkDigest = Digest.sha256(of: payload).description
+                } else {
+                    fileHasher.update(payload)
+                    entry.chunkDigest = Digest.sha256(of: payload).description
+                }
                 current.tocIndices.append(toc.count)
                 append(payload)
                 toc.append(entry)
@@ -447,10 +452,10 @@ struct Builder {
                 entry = TOCEntry(name: h.name, type: .chunk)
             }
             if h.size == 0 { toc.append(entry) }
-            let fileDigest = fileHasher.finalize().description
-            toc[regIndex].digest = fileDigest
-            if h.size > 0 && h.size <= chunkSize && toc[regIndex].chunkSize == 0 {
-                toc[regIndex].chunkDigest = fileDigest
+            if h.size > 0 && toc.count - regIndex == 1 {
+                toc[regIndex].digest = toc[regIndex].chunkDigest
+            } else {
+                toc[regIndex].digest = fileHasher.finalize().description
             }
             let pad = Int((512 - h.size % 512) % 512)
             if pad > 0 { append([UInt8](repeating: 0, count: pad)) }
