@@ -20,16 +20,17 @@ if [ ! -f "$tarball" ]; then
 fi
 size=$(stat -c %s "$tarball")
 echo "== conversion: $tarball, $((size >> 20)) MiB, $(nproc) cores, gzip level 9, 4 MiB chunks"
-t() { local s e; s=$(date +%s.%N); "$@" >/dev/null; e=$(date +%s.%N); echo "$e - $s" | bc; }
+t() { local s e; s=$(date +%s.%N); "$@" >/dev/null; e=$(date +%s.%N); awk -v a="$s" -v b="$e" 'BEGIN{printf "%.2f", b-a}'; }
+calc() { awk "BEGIN{printf \"%.3f\", $1}"; }
 sync; cat "$tarball" > /dev/null
 ours=$(t .build/release/stargz convert "$tarball" "$work/ours.esgz")
 ref=$(t "$refgen" build "$tarball" "$work/ref.esgz" level=9 chunk=4194304)
 os=$(stat -c %s "$work/ours.esgz"); rs=$(stat -c %s "$work/ref.esgz")
 echo "stargz-swift: ${ours} s, $os bytes"
 echo "reference:    ${ref} s, $rs bytes"
-echo "time ratio (ours/reference): $(echo "scale=3; $ours / $ref" | bc)   (goal <= 0.5)"
-echo "size ratio (ours/reference): $(echo "scale=4; $os / $rs" | bc)   (goal within 1 %)"
-echo "throughput: ours $(echo "scale=1; $size / $ours / 1000000" | bc) MB/s, reference $(echo "scale=1; $size / $ref / 1000000" | bc) MB/s of tar"
+echo "time ratio (ours/reference): $(calc "$ours / $ref")   (goal <= 0.5)"
+echo "size ratio (ours/reference): $(calc "$os / $rs")   (goal within 1 %)"
+echo "throughput: ours $(calc "$size / $ours / 1000000") MB/s, reference $(calc "$size / $ref / 1000000") MB/s of tar"
 "$refgen" verify "$work/ours.esgz" > "$work/verify.txt" && echo "reference accepts our blob: $(cat "$work/verify.txt")"
 echo
 echo "== chunk decompression (one core)"

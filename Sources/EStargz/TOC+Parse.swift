@@ -296,11 +296,20 @@ private struct TOCParser: ~Copyable {
 extension TOC {
     /// Drops the spare capacity the parse left in the big arrays (they grow by doubling).
     mutating func shrinkToFit() {
-        if records.capacity > records.count + records.count / 16 { records = Array(records[...]) }
-        if arena.capacity > arena.count + arena.count / 16 { arena = Array(arena[...]) }
-        if children.capacity > children.count + children.count / 16 { children = Array(children[...]) }
-        if parent.capacity > parent.count + 16 { parent = Array(parent[...]) }
-        if nlink.capacity > nlink.count + 16 { nlink = Array(nlink[...]) }
+        func shrunk<T>(_ a: [T]) -> [T] {
+            guard a.capacity > a.count + a.count / 32 + 8 else { return a }
+            var out: [T] = []
+            out.reserveCapacity(a.count)
+            out.append(contentsOf: a)
+            return out
+        }
+        records = shrunk(records)
+        arena = shrunk(arena)
+        children = shrunk(children)
+        parent = shrunk(parent)
+        nlink = shrunk(nlink)
+        childStart = shrunk(childStart)
+        childCount = shrunk(childCount)
     }
 
     /// Validates chunk layout and offsets, computes nextOffset, fills owner names, and builds the
