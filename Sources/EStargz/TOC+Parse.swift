@@ -121,8 +121,8 @@ private struct TOCParser: ~Copyable {
         let has: EntryRecord.Flags = chunk ? .hasChunkDigest : .hasDigest
         let odd: EntryRecord.Flags = chunk ? .oddChunkDigest : .oddDigest
         let key = chunk ? id << 1 | 1 : id << 1
+        if r.flags.contains(odd) { toc.oddDigests[key] = nil }
         r.flags.remove([has, odd])
-        toc.oddDigests[key] = nil
         guard try readStringScratch(), !scratch.isEmpty else { return }
         if let d = DigestSlot(scratch) {
             if chunk { r.chunkDigest = d } else { r.digest = d }
