@@ -22,6 +22,9 @@ let package = Package(
     dependencies: [
         .package(url: "https://github.com/apple/swift-crypto.git", "3.12.3"..<"5.0.0"),
         .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.8.2"),
+        .package(url: "https://github.com/swift-server/async-http-client.git", from: "1.37.0"),
+        .package(url: "https://github.com/apple/swift-log.git", from: "1.16.2"),
+        .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),
     ],
     targets: [
         .systemLibrary(
@@ -47,9 +50,27 @@ let package = Package(
             dependencies: ["OCI", "Compression", "CLinuxSys"],
             swiftSettings: swiftSettings),
         .target(
+            name: "Registry",
+            dependencies: [
+                "OCI",
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+            ],
+            swiftSettings: swiftSettings),
+        .target(
+            name: "Convert",
+            dependencies: ["EStargz", "OCI", "Registry", .product(name: "Logging", package: "swift-log")],
+            swiftSettings: swiftSettings),
+        .target(
+            name: "TestSupport",
+            dependencies: ["OCI", "EStargz", "Registry", "Compression"],
+            swiftSettings: swiftSettings),
+        .target(
             name: "StargzCLI",
             dependencies: [
-                "EStargz", "OCI", "CLinuxSys",
+                "EStargz", "OCI", "CLinuxSys", "Registry", "Convert",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             swiftSettings: swiftSettings),
@@ -58,7 +79,11 @@ let package = Package(
         .testTarget(name: "CompressionTests", dependencies: ["Compression"], swiftSettings: swiftSettings),
         .testTarget(name: "OCITests", dependencies: ["OCI"], swiftSettings: swiftSettings),
         .testTarget(
-            name: "EStargzTests", dependencies: ["EStargz", "OCI", "Compression"], swiftSettings: swiftSettings),
+            name: "EStargzTests", dependencies: ["EStargz", "OCI", "Compression", "TestSupport"],
+            swiftSettings: swiftSettings),
+        .testTarget(
+            name: "RegistryTests", dependencies: ["Registry", "OCI", "Convert", "EStargz", "TestSupport"],
+            swiftSettings: swiftSettings),
         .testTarget(
             name: "StargzCLITests", dependencies: ["StargzCLI", "EStargz", "OCI"], swiftSettings: swiftSettings),
     ]

@@ -2,6 +2,8 @@
 # Installs the Debian packages the build and the tests need (idempotent; quiet when all are present).
 set -euo pipefail
 pkgs=(pkg-config zlib1g-dev libdeflate-dev libzstd-dev zstd gzip
+      # a real registry for the registry tests, and htpasswd for its basic auth
+      docker-registry apache2-utils
       # the reference oracle (../shared/tools/refgen/build.sh) builds from Debian's Go sources
       golang-go golang-github-containerd-stargz-snapshotter-dev golang-github-klauspost-compress-dev
       golang-github-vbatts-tar-split-dev golang-github-opencontainers-go-digest-dev

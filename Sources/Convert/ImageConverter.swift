@@ -1,0 +1,253 @@
+// SPDX-License-Identifier: Apache-2.0
+import Dispatch
+public import EStargz
+import Foundation
+public import OCI
+public import Registry
+
+/// Options of a registry-to-registry image conversion.
+public struct ImageConvertOptions: Sendable {
+    /// How layers are written.
+    public var writer: WriterOptions
+    /// The platform to convert (default: this machine's), unless ``allPlatforms``.
+    public var platform: Platform
+    /// Convert every platform of an index and push a new index.
+    public var allPlatforms: Bool
+    /// Layers converted at once.
+    public var parallelLayers: Int
+    /// Where layers are staged (default `$TMPDIR` or `/var/tmp`).
+    public var temporaryDirectory: String?
+
+    /// Creates options.
+    public init(
+        writer: WriterOptions = WriterOptions(), platform: Platform = .current, allPlatforms: Bool = false,
+        parallelLayers: Int = 2, temporaryDirectory: String? = nil
+    ) {
+        self.writer = writer
+        self.platform = platform
+        self.allPlatforms = allPlatforms
+        self.parallelLayers = max(1, parallelLayers)
+        self.temporaryDirectory = temporaryDirectory
+    }
+}
+
+/// What a conversion did.
+public struct ImageConvertReport: Sendable {
+    /// The pushed manifest (or index) digest and media type.
+    public var pushed: Descriptor
+    /// One line per layer: source digest → converted digest, or why it was kept.
+    public var layers: [String]
+    /// True when the source already was eStargz and nothing was converted.
+    public var alreadyConverted: Bool
+}
+
+/// Events for a progress display.
+public enum ConvertEvent: Sendable {
+    /// A layer started (index, source digest, size).
+    case layerStarted(Int, Digest, Int64)
+    /// A layer finished (index, new digest, new size).
+    case layerDone(Int, Digest, Int64)
+    /// A manifest was pushed.
+    case manifestPushed(Digest, String)
+}
+
+/// Converts images between registries: each layer to eStargz (or zstd:chunked), the config's `diff_ids`
+/// rewritten, layer annotations set, and the manifest (and index) pushed as OCI.
+public struct ImageConverter: Sendable {
+    /// The registry client used for both ends.
+    public let client: RegistryClient
+
+    /// Creates a converter.
+    public init(client: RegistryClient) { self.client = client }
+
+    /// Converts `source` into `destination`.
+    public func convert(
+        from source: Reference, to destination: Reference, options: ImageConvertOptions = ImageConvertOptions(),
+        events: (@Sendable (ConvertEvent) -> Void)? = nil
+    ) async throws -> ImageConvertReport {
+        let top = try await client.fetchManifest(source)
+        let cache = LayerCache()
+        if MediaType.isIndex(top.descriptor.mediaType) && options.allPlatforms {
+            let index = try top.index()
+            var newManifests: [Descriptor] = []
+            var lines: [String] = []
+            var already = true
+            for d in index.manifests {
+                guard MediaType.isManifest(d.mediaType) else {
+                    newManifests.append(d)
+                    continue
+                }
+                let m = try await client.fetchManifest(source, reference: d.digest.description)
+                let r = try await convertManifest(
+                    m, source: source, destination: destination, pushByDigest: true, options: options, cache: cache,
+                    events: events)
+                var nd = r.pushed
+                nd.platform = d.platform
+                nd.annotations = d.annotations
+                newManifests.append(nd)
+                lines += r.layers.map { "\(d.platform?.description ?? "?"): \($0)" }
+                already = already && r.alreadyConverted
+            }
+            var newIndex = index
+            newIndex.mediaType = MediaType.ociIndex
+            newIndex.manifests = newManifests
+            let bytes = try Self.encode(newIndex)
+            let digest = try await client.pushManifest(destination, bytes: bytes, mediaType: MediaType.ociIndex)
+            events?(.manifestPushed(digest, destination.description))
+            return ImageConvertReport(
+                pushed: Descriptor(mediaType: MediaType.ociIndex, digest: digest, size: Int64(bytes.count)), layers: lines,
+                alreadyConverted: already)
+        }
+        var manifest = top
+        if MediaType.isIndex(top.descriptor.mediaType) {
+            let index = try top.index()
+            guard let d = index.manifest(for: options.platform) else {
+                throw RegistryError(.platformNotFound, "\(source) has no image for \(options.platform.description)")
+            }
+            manifest = try await client.fetchManifest(source, reference: d.digest.description)
+        }
+        return try await convertManifest(
+            manifest, source: source, destination: destination, pushByDigest: false, options: options, cache: cache,
+            events: events)
+    }
+
+    static func encode(_ v: some Encodable) throws -> [UInt8] {
+        let e = JSONEncoder()
+        e.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+        return Array(try e.encode(v))
+    }
+
+    private func convertManifest(
+        _ fetched: FetchedManifest, source: Reference, destination: Reference, pushByDigest: Bool,
+        options: ImageConvertOptions, cache: LayerCache, events: (@Sendable (ConvertEvent) -> Void)?
+    ) async throws -> ImageConvertReport {
+        let manifest = try fetched.manifest()
+        let already = !manifest.layers.isEmpty
+            && manifest.layers.allSatisfy { $0.annotations?[AnnotationKey.tocDigest] != nil }
+        if already && source == destination {
+            return ImageConvertReport(
+                pushed: fetched.descriptor, layers: manifest.layers.map { "\($0.digest): already eStargz" },
+                alreadyConverted: true)
+        }
+        let configBytes = try await client.fetchBlob(source, manifest.config)
+        guard var config = try JSONSerialization.jsonObject(with: Data(configBytes)) as? [String: Any] else {
+            throw RegistryError(.badResponse, "config \(manifest.config.digest) of \(source) is not a JSON object")
+        }
+        var rootfs = config["rootfs"] as? [String: Any] ?? ["type": "layers"]
+        var diffIDs = rootfs["diff_ids"] as? [String] ?? []
+        guard diffIDs.count == manifest.layers.count else {
+            throw RegistryError(
+                .badResponse, "config of \(source) lists \(diffIDs.count) diff_ids for \(manifest.layers.count) layers")
+        }
+        // Convert the layers, a few at a time.
+        var results = [ConvertedLayer?](repeating: nil, count: manifest.layers.count)
+        try await withThrowingTaskGroup(of: (Int, ConvertedLayer).self) { group in
+            var next = 0
+            func launch() {
+                let i = next
+                let layer = manifest.layers[i]
+                next += 1
+                group.addTask {
+                    (i, try await self.convertLayer(
+                        layer, index: i, source: source, destination: destination, options: options, cache: cache,
+                        events: events))
+                }
+            }
+            while next < min(options.parallelLayers, manifest.layers.count) { launch() }
+            for try await (i, r) in group {
+                results[i] = r
+                if next < manifest.layers.count { launch() }
+            }
+        }
+        var layers: [Descriptor] = []
+        var lines: [String] = []
+        for (i, r) in results.enumerated() {
+            let r = r!
+            layers.append(r.descriptor)
+            if let diff = r.diffID { diffIDs[i] = diff.description }
+            lines.append(r.note)
+        }
+        rootfs["diff_ids"] = diffIDs
+        config["rootfs"] = rootfs
+        let newConfig = Array(try JSONSerialization.data(withJSONObject: config, options: [.sortedKeys, .withoutEscapingSlashes]))
+        let configDesc = Descriptor(
+            mediaType: MediaType.ociConfig, digest: Digest.sha256(of: newConfig), size: Int64(newConfig.count))
+        try await client.pushBlob(destination, bytes: newConfig, descriptor: configDesc)
+        var newManifest = Manifest(config: configDesc, layers: layers, annotations: manifest.annotations)
+        newManifest.mediaType = MediaType.ociManifest
+        let bytes = try Self.encode(newManifest)
+        let target = pushByDigest ? Reference(registry: destination.registry, repository: destination.repository, digest: Digest.sha256(of: bytes)) : destination
+        let digest = try await client.pushManifest(target, bytes: bytes, mediaType: MediaType.ociManifest)
+        events?(.manifestPushed(digest, target.description))
+        return ImageConvertReport(
+            pushed: Descriptor(mediaType: MediaType.ociManifest, digest: digest, size: Int64(bytes.count)), layers: lines,
+            alreadyConverted: already)
+    }
+
+    struct ConvertedLayer: Sendable {
+        var descriptor: Descriptor
+        var diffID: Digest?
+        var note: String
+    }
+
+    private func convertLayer(
+        _ layer: Descriptor, index: Int, source: Reference, destination: Reference, options: ImageConvertOptions,
+        cache: LayerCache, events: (@Sendable (ConvertEvent) -> Void)?
+    ) async throws -> ConvertedLayer {
+        if let done = await cache.get(layer.digest) { return done }
+        events?(.layerStarted(index, layer.digest, layer.size))
+        if layer.annotations?[AnnotationKey.tocDigest] != nil {
+            // Already eStargz: copy it as it is.
+            let dir = try tempDir(options)
+            defer { try? FileManager.default.removeItem(atPath: dir) }
+            try await client.downloadBlob(source, layer, to: dir + "/layer")
+            try await client.pushBlob(destination, path: dir + "/layer", descriptor: layer, mountFrom: source)
+            let r = ConvertedLayer(descriptor: layer, diffID: nil, note: "\(layer.digest): already eStargz, copied")
+            await cache.put(layer.digest, r)
+            events?(.layerDone(index, layer.digest, layer.size))
+            return r
+        }
+        guard MediaType.isLayer(layer.mediaType) else {
+            throw RegistryError(.unsupportedMediaType, "layer \(layer.digest) of \(source) has media type \"\(layer.mediaType)\"")
+        }
+        let dir = try tempDir(options)
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let input = dir + "/in", output = dir + "/out"
+        try await client.downloadBlob(source, layer, to: input)
+        var w = options.writer
+        w.temporaryDirectory = dir
+        let writer = w
+        let built = try await Self.runBlocking { try EStargzWriter.build(input: input, output: output, options: writer) }
+        var annotations = layer.annotations ?? [:]
+        for (k, v) in built.annotations { annotations[k] = v }
+        let desc = Descriptor(mediaType: built.mediaType, digest: built.blobDigest, size: built.compressedSize, annotations: annotations)
+        try await client.pushBlob(destination, path: output, descriptor: desc)
+        let r = ConvertedLayer(
+            descriptor: desc, diffID: built.diffID,
+            note: "\(layer.digest) (\(layer.size) bytes) → \(built.blobDigest) (\(built.compressedSize) bytes, TOC \(built.tocDigest))")
+        await cache.put(layer.digest, r)
+        events?(.layerDone(index, built.blobDigest, built.compressedSize))
+        return r
+    }
+
+    private func tempDir(_ options: ImageConvertOptions) throws -> String {
+        let base = options.temporaryDirectory ?? ProcessInfo.processInfo.environment["TMPDIR"] ?? "/var/tmp"
+        let dir = "\(base)/stargz-convert-\(UUID().uuidString)"
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        return dir
+    }
+
+    /// Runs CPU-bound, blocking work on a Dispatch thread, off the cooperative pool.
+    static func runBlocking<T: Sendable>(_ body: @escaping @Sendable () throws -> T) async throws -> T {
+        try await withCheckedThrowingContinuation { c in
+            DispatchQueue.global().async { c.resume(with: Result { try body() }) }
+        }
+    }
+}
+
+/// Layers already converted in this run, by source digest (images share layers across platforms).
+actor LayerCache {
+    private var done: [Digest: ImageConverter.ConvertedLayer] = [:]
+    func get(_ d: Digest) -> ImageConverter.ConvertedLayer? { done[d] }
+    func put(_ d: Digest, _ r: ImageConverter.ConvertedLayer) { done[d] = r }
+}

@@ -1,0 +1,375 @@
+// SPDX-License-Identifier: Apache-2.0
+import AsyncHTTPClient
+import Foundation
+public import NIOCore
+import NIOHTTP1
+public import OCI
+
+/// A manifest or index as fetched: its descriptor and exact bytes.
+public struct FetchedManifest: Sendable {
+    /// Media type, digest and size of the bytes.
+    public var descriptor: Descriptor
+    /// The exact bytes (their sha256 is the descriptor's digest).
+    public var bytes: [UInt8]
+
+    /// The bytes decoded as an image manifest.
+    public func manifest() throws -> Manifest {
+        do { return try JSONDecoder().decode(Manifest.self, from: Data(bytes)) } catch {
+            throw RegistryError(.badResponse, "manifest \(descriptor.digest) is not a valid image manifest", cause: error)
+        }
+    }
+
+    /// The bytes decoded as an index.
+    public func index() throws -> Index {
+        do { return try JSONDecoder().decode(Index.self, from: Data(bytes)) } catch {
+            throw RegistryError(.badResponse, "index \(descriptor.digest) is not a valid image index", cause: error)
+        }
+    }
+}
+
+/// An image resolved to one platform.
+public struct ResolvedImage: Sendable {
+    /// The reference as asked.
+    public var reference: Reference
+    /// The index the tag pointed at, if it pointed at one.
+    public var index: FetchedManifest?
+    /// The platform's manifest.
+    public var manifest: FetchedManifest
+    /// The decoded manifest.
+    public var decoded: Manifest
+    /// The image config bytes.
+    public var config: [UInt8]
+}
+
+extension RegistryClient {
+    static let manifestAccept = [
+        MediaType.ociManifest, MediaType.ociIndex, MediaType.dockerManifest, MediaType.dockerManifestList,
+    ].joined(separator: ", ")
+
+    func hostsForPull(_ ref: Reference) -> [String] {
+        configuration.host(ref.registry).mirrors.map(\.host) + [ref.registry]
+    }
+
+    /// Fetches a manifest or index by tag or digest and checks its digest.
+    ///
+    /// Mirrors are tried first, in order; the registry itself last.
+    public func fetchManifest(_ ref: Reference, reference: String? = nil) async throws -> FetchedManifest {
+        let what = reference ?? ref.manifestReference
+        var lastError: (any Error)? = nil
+        for host in hostsForPull(ref) {
+            do {
+                return try await fetchManifest(host: host, repository: ref.repository, reference: what, display: ref)
+            } catch let e as RegistryError where host != ref.registry {
+                logger.debug("mirror failed", metadata: ["mirror": "\(host)", "error": "\(e)"])
+                lastError = e
+            }
+        }
+        throw lastError ?? RegistryError(.notFound, "\(ref): not found")
+    }
+
+    private func fetchManifest(host: String, repository: String, reference: String, display: Reference) async throws -> FetchedManifest {
+        let call = Call(
+            method: .GET, host: host, repository: repository, actions: "pull",
+            path: "/v2/\(repository)/manifests/\(reference)", headers: [("Accept", Self.manifestAccept)],
+            timeout: configuration.requestTimeout)
+        let response = try await send(call)
+        let what = "manifest \(reference) of \(host)/\(repository)"
+        if response.status.code == 404 {
+            let body = Array(buffer: (try? await response.body.collect(upTo: 1 << 16)) ?? ByteBuffer())
+            throw RegistryError(.notFound, errorFor(status: 404, body: body, what: "\(display.name):\(reference)").message, status: 404)
+        }
+        let bytes = try await expect(response, [200], what: what, limit: 8 << 20)
+        let digest = Digest.sha256(of: bytes)
+        if let want = Digest(reference), want != digest {
+            throw RegistryError(.digestMismatch, "\(what): the registry sent content with digest \(digest)")
+        }
+        if let header = response.headers.first(name: "Docker-Content-Digest"), let d = Digest(header), d.algorithm == "sha256", d != digest {
+            throw RegistryError(.digestMismatch, "\(what): body digest \(digest) differs from Docker-Content-Digest \(d)")
+        }
+        var mediaType = response.headers.first(name: "Content-Type")?.split(separator: ";").first.map {
+            $0.trimmingCharacters(in: .whitespaces)
+        } ?? ""
+        if let obj = try? JSONSerialization.jsonObject(with: Data(bytes)) as? [String: Any], let mt = obj["mediaType"] as? String {
+            mediaType = mt
+        } else if !MediaType.isManifest(mediaType) && !MediaType.isIndex(mediaType) {
+            // OCI manifests may omit mediaType; tell them apart by shape.
+            if let obj = try? JSONSerialization.jsonObject(with: Data(bytes)) as? [String: Any] {
+                mediaType = obj["manifests"] != nil ? MediaType.ociIndex : MediaType.ociManifest
+            }
+        }
+        guard MediaType.isManifest(mediaType) || MediaType.isIndex(mediaType) else {
+            throw RegistryError(.unsupportedMediaType, "\(what) has unsupported media type \"\(mediaType)\"")
+        }
+        return FetchedManifest(descriptor: Descriptor(mediaType: mediaType, digest: digest, size: Int64(bytes.count)), bytes: bytes)
+    }
+
+    /// Resolves a reference to one platform's manifest and config (`Platform.current` by default).
+    public func resolve(_ ref: Reference, platform: Platform = .current) async throws -> ResolvedImage {
+        let top = try await fetchManifest(ref)
+        var index: FetchedManifest? = nil
+        var manifest = top
+        if MediaType.isIndex(top.descriptor.mediaType) {
+            index = top
+            let idx = try top.index()
+            guard let d = idx.manifest(for: platform) else {
+                let have = idx.manifests.compactMap { $0.platform?.description }.joined(separator: ", ")
+                throw RegistryError(.platformNotFound, "\(ref) has no image for \(platform.description) (it has: \(have))")
+            }
+            manifest = try await fetchManifest(ref, reference: d.digest.description)
+        }
+        let decoded = try manifest.manifest()
+        let config = try await fetchBlob(ref, decoded.config)
+        return ResolvedImage(reference: ref, index: index, manifest: manifest, decoded: decoded, config: config)
+    }
+
+    /// Fetches a whole (small) blob into memory and checks its digest and size.
+    public func fetchBlob(_ ref: Reference, _ d: Descriptor, limit: Int = 256 << 20) async throws -> [UInt8] {
+        guard d.size <= Int64(limit) else {
+            throw RegistryError(.badResponse, "blob \(d.digest) of \(ref.name) is \(d.size) bytes, over the \(limit)-byte limit")
+        }
+        var out: [UInt8] = []
+        out.reserveCapacity(Int(max(0, d.size)))
+        try await streamBlob(ref, d.digest, expectedSize: d.size) { out.append(contentsOf: $0.readableBytesView) }
+        return out
+    }
+
+    /// Streams a blob, resuming with a range request after a cut, and checks its size and digest at the end.
+    public func streamBlob(
+        _ ref: Reference, _ digest: Digest, expectedSize: Int64? = nil, _ sink: (ByteBuffer) async throws -> Void
+    ) async throws {
+        var hasher = SHA256Hasher()
+        var received: Int64 = 0
+        var attempts = 0
+        var hostIndex = 0
+        let hosts = hostsForPull(ref)
+        while true {
+            let host = hosts[min(hostIndex, hosts.count - 1)]
+            var call = Call(
+                method: .GET, host: host, repository: ref.repository, actions: "pull",
+                path: "/v2/\(ref.repository)/blobs/\(digest)", timeout: configuration.fetchTimeout)
+            if received > 0 { call.headers.append(("Range", "bytes=\(received)-")) }
+            do {
+                let response = try await send(call)
+                let status = Int(response.status.code)
+                if status == 404 && hostIndex < hosts.count - 1 {
+                    hostIndex += 1
+                    continue
+                }
+                guard status == 200 || (status == 206 && received > 0) else {
+                    _ = try await expect(response, [200], what: "blob \(digest) of \(host)/\(ref.repository)")
+                    throw RegistryError(.badResponse, "blob \(digest): unexpected status \(status)", status: status)
+                }
+                var skip: Int64 = status == 200 ? received : 0  // a 200 to a resume restarts from byte 0
+                for try await var buffer in response.body {
+                    if skip > 0 {
+                        let n = Int(min(Int64(buffer.readableBytes), skip))
+                        buffer.moveReaderIndex(forwardBy: n)
+                        skip -= Int64(n)
+                        if buffer.readableBytes == 0 { continue }
+                    }
+                    buffer.withUnsafeReadableBytes { hasher.update($0) }
+                    received += Int64(buffer.readableBytes)
+                    if let e = expectedSize, received > e {
+                        throw RegistryError(.badResponse, "blob \(digest) of \(ref.name) is longer than its \(e) bytes")
+                    }
+                    try await sink(buffer)
+                }
+                if let e = expectedSize, received != e {
+                    throw RegistryError(.badResponse, "blob \(digest) of \(ref.name) ended after \(received) of \(e) bytes")
+                }
+                let got = hasher.finalize()
+                guard got == digest else {
+                    throw RegistryError(.digestMismatch, "blob \(digest) of \(ref.name): the registry sent content with digest \(got)")
+                }
+                return
+            } catch let e as RegistryError where e.code == .badResponse && received < (expectedSize ?? .max) && attempts < configuration.maxRetries {
+                attempts += 1
+                logger.debug("resuming blob", metadata: ["layer.digest": "\(digest)", "range.offset": "\(received)", "error": "\(e)"])
+            } catch let e as RegistryError {
+                throw e
+            } catch let e as CancellationError {
+                throw e
+            } catch {
+                attempts += 1
+                guard attempts <= configuration.maxRetries else {
+                    throw RegistryError(.transport, "blob \(digest) of \(ref.name) failed after \(received) bytes", cause: error)
+                }
+                logger.debug("resuming blob", metadata: ["layer.digest": "\(digest)", "range.offset": "\(received)", "error": "\(error)"])
+            }
+        }
+    }
+
+    /// Downloads a blob to a file, checking its digest.
+    public func downloadBlob(_ ref: Reference, _ d: Descriptor, to path: String) async throws {
+        _ = FileManager.default.createFile(atPath: path, contents: nil)
+        guard let fh = FileHandle(forWritingAtPath: path) else {
+            throw RegistryError(.invalidConfiguration, "cannot write \(path)")
+        }
+        defer { try? fh.close() }
+        try await streamBlob(ref, d.digest, expectedSize: d.size) { buffer in
+            try fh.write(contentsOf: Data(buffer.readableBytesView))
+        }
+    }
+
+    /// The size of a blob (HEAD), or nil when the registry does not have it.
+    public func blobSize(_ ref: Reference, _ digest: Digest, host: String? = nil) async throws -> Int64? {
+        let call = Call(
+            method: .HEAD, host: host ?? ref.registry, repository: ref.repository, actions: "pull",
+            path: "/v2/\(ref.repository)/blobs/\(digest)", timeout: configuration.requestTimeout)
+        let response = try await send(call)
+        _ = try? await response.body.collect(upTo: 1 << 16)
+        switch response.status.code {
+        case 200: return response.headers.first(name: "Content-Length").flatMap(Int64.init)
+        case 404: return nil
+        default: throw errorFor(status: Int(response.status.code), body: [], what: "HEAD blob \(digest) of \(ref.name)")
+        }
+    }
+
+    /// Reads `length` bytes of a blob at `offset` with a range request.
+    ///
+    /// A registry that ignores the range (200 with the whole blob) is handled by skipping to the range.
+    /// The result always has exactly `length` bytes, or the call throws.
+    public func readRange(_ ref: Reference, _ digest: Digest, offset: Int64, length: Int) async throws -> [UInt8] {
+        guard length > 0 else { return [] }
+        var attempts = 0
+        while true {
+            let call = Call(
+                method: .GET, host: ref.registry, repository: ref.repository, actions: "pull",
+                path: "/v2/\(ref.repository)/blobs/\(digest)",
+                headers: [("Range", "bytes=\(offset)-\(offset + Int64(length) - 1)")], timeout: configuration.fetchTimeout)
+            do {
+                let response = try await send(call)
+                let status = Int(response.status.code)
+                var skip: Int64
+                switch status {
+                case 206:
+                    guard let cr = response.headers.first(name: "Content-Range"), cr.hasPrefix("bytes \(offset)-") else {
+                        throw RegistryError(.badResponse, "range of blob \(digest): Content-Range does not start at \(offset)", status: status)
+                    }
+                    skip = 0
+                case 200: skip = offset
+                default:
+                    _ = try await expect(response, [206], what: "range [\(offset), +\(length)) of blob \(digest) of \(ref.name)")
+                    throw RegistryError(.badResponse, "unexpected status \(status)", status: status)
+                }
+                var out: [UInt8] = []
+                out.reserveCapacity(length)
+                for try await var buffer in response.body {
+                    if skip > 0 {
+                        let n = Int(min(Int64(buffer.readableBytes), skip))
+                        buffer.moveReaderIndex(forwardBy: n)
+                        skip -= Int64(n)
+                    }
+                    let take = min(buffer.readableBytes, length - out.count)
+                    out.append(contentsOf: buffer.readableBytesView.prefix(take))
+                    if out.count == length { break }
+                }
+                guard out.count == length else {
+                    throw RegistryError(.badResponse, "range [\(offset), +\(length)) of blob \(digest) ended after \(out.count) bytes")
+                }
+                return out
+            } catch let e as RegistryError where e.code == .badResponse && attempts < configuration.maxRetries {
+                attempts += 1
+            } catch let e as RegistryError {
+                throw e
+            } catch let e as CancellationError {
+                throw e
+            } catch {
+                attempts += 1
+                guard attempts <= configuration.maxRetries else {
+                    throw RegistryError(.transport, "range [\(offset), +\(length)) of blob \(digest) failed", cause: error)
+                }
+            }
+        }
+    }
+
+    // MARK: Push
+
+    /// Uploads a blob from a file unless the repository has it; mounts it from `mountFrom` when possible.
+    public func pushBlob(_ ref: Reference, path: String, descriptor d: Descriptor, mountFrom: Reference? = nil) async throws {
+        if try await blobSize(ref, d.digest) != nil { return }
+        var start = Call(
+            method: .POST, host: ref.registry, repository: ref.repository, actions: "pull,push",
+            path: "/v2/\(ref.repository)/blobs/uploads/", timeout: configuration.requestTimeout)
+        if let from = mountFrom, from.registry == ref.registry, from.repository != ref.repository {
+            start.path += "?mount=\(d.digest)&from=\(from.repository)"
+        }
+        let r = try await send(start)
+        if r.status.code == 201 {
+            _ = try? await r.body.collect(upTo: 1 << 16)
+            return  // mounted
+        }
+        _ = try await expect(r, [202], what: "starting an upload to \(ref.name)")
+        guard let location = r.headers.first(name: "Location") else {
+            throw RegistryError(.badResponse, "upload to \(ref.name): no Location")
+        }
+        let base = location.hasPrefix("http") ? location : baseURL(ref.registry) + location
+        let url = base + (base.contains("?") ? "&" : "?") + "digest=\(d.digest)"
+        // A monolithic PUT, streamed from the file.
+        guard let size = try? FileManager.default.attributesOfItem(atPath: path)[.size] as? Int64 else {
+            throw RegistryError(.invalidConfiguration, "cannot read \(path)")
+        }
+        var req = HTTPClientRequest(url: url)
+        req.method = .PUT
+        req.headers.add(name: "User-Agent", value: configuration.userAgent)
+        req.headers.add(name: "Content-Type", value: "application/octet-stream")
+        if let auth = await tokens.authorization(host: ref.registry, scope: "repository:\(ref.repository):pull,push") {
+            req.headers.add(name: "Authorization", value: auth)
+        }
+        req.body = .stream(FileChunks(path: path), length: .known(size))
+        let put = try await http.execute(req, timeout: .seconds(Int64(configuration.fetchTimeout.components.seconds)))
+        _ = try await expect(put, [201], what: "uploading blob \(d.digest) to \(ref.name)")
+    }
+
+    /// Uploads a small blob from memory.
+    public func pushBlob(_ ref: Reference, bytes: [UInt8], descriptor d: Descriptor) async throws {
+        if try await blobSize(ref, d.digest) != nil { return }
+        let start = Call(
+            method: .POST, host: ref.registry, repository: ref.repository, actions: "pull,push",
+            path: "/v2/\(ref.repository)/blobs/uploads/", timeout: configuration.requestTimeout)
+        let r = try await send(start)
+        _ = try await expect(r, [202], what: "starting an upload to \(ref.name)")
+        guard let location = r.headers.first(name: "Location") else {
+            throw RegistryError(.badResponse, "upload to \(ref.name): no Location")
+        }
+        let url = location + (location.contains("?") ? "&" : "?") + "digest=\(d.digest)"
+        var put = Call(
+            method: .PUT, host: ref.registry, repository: ref.repository, actions: "pull,push", path: url,
+            headers: [("Content-Type", "application/octet-stream")], timeout: configuration.fetchTimeout)
+        put.body = bytes
+        put.idempotent = false
+        _ = try await expect(try await send(put), [201], what: "uploading blob \(d.digest) to \(ref.name)")
+    }
+
+    /// Pushes a manifest or index under the reference's tag (or its digest) and returns its digest.
+    @discardableResult
+    public func pushManifest(_ ref: Reference, bytes: [UInt8], mediaType: String) async throws -> Digest {
+        let digest = Digest.sha256(of: bytes)
+        var call = Call(
+            method: .PUT, host: ref.registry, repository: ref.repository, actions: "pull,push",
+            path: "/v2/\(ref.repository)/manifests/\(ref.tag ?? digest.description)",
+            headers: [("Content-Type", mediaType)], timeout: configuration.requestTimeout)
+        call.body = bytes
+        _ = try await expect(try await send(call), [201], what: "pushing manifest \(digest) to \(ref)")
+        return digest
+    }
+}
+
+/// A file read in 1 MiB pieces, as an HTTP request body.
+struct FileChunks: AsyncSequence, Sendable {
+    typealias Element = ByteBuffer
+    let path: String
+
+    struct AsyncIterator: AsyncIteratorProtocol {
+        let handle: FileHandle?
+        mutating func next() async throws -> ByteBuffer? {
+            guard let handle, let data = try handle.read(upToCount: 1 << 20), !data.isEmpty else {
+                try? handle?.close()
+                return nil
+            }
+            return ByteBuffer(bytes: data)
+        }
+    }
+
+    func makeAsyncIterator() -> AsyncIterator { AsyncIterator(handle: FileHandle(forReadingAtPath: path)) }
+}

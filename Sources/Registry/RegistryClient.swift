@@ -1,0 +1,356 @@
+// SPDX-License-Identifier: Apache-2.0
+import AsyncHTTPClient
+import Foundation
+public import Logging
+import NIOCore
+import NIOHTTP1
+import OCI
+
+/// A client of the OCI distribution API: manifests, blobs (whole, ranges), pushes.
+///
+/// It authenticates as registries ask (anonymous, basic, bearer tokens from the `WWW-Authenticate` challenge,
+/// cached per host and repository and refreshed on expiry or on a 401), retries connection errors, 429 and
+/// 5xx with backoff, follows redirects itself (credentials are never sent to another host) and checks the
+/// digest of every manifest and blob it returns.
+///
+/// Runs in the Swift concurrency pool; call ``shutdown()`` when done.
+public final class RegistryClient: Sendable {
+    /// The settings in force.
+    public let configuration: RegistryConfiguration
+    /// Where credentials come from.
+    public let credentials: CredentialStore
+    let http: HTTPClient
+    let tokens = TokenCache()
+    let logger: Logger
+
+    /// Creates a client with its own HTTP connection pool.
+    public init(
+        configuration: RegistryConfiguration = RegistryConfiguration(), credentials: CredentialStore = CredentialStore(),
+        logger: Logger = Logger(label: "stargz.registry")
+    ) {
+        self.configuration = configuration
+        self.credentials = credentials
+        self.logger = logger
+        var c = HTTPClient.Configuration(redirectConfiguration: .disallow)
+        c.timeout = .init(connect: .seconds(15), read: .seconds(Int64(configuration.fetchTimeout.components.seconds)))
+        c.decompression = .disabled
+        http = HTTPClient(eventLoopGroupProvider: .singleton, configuration: c)
+    }
+
+    /// Shuts the connection pool down.
+    public func shutdown() async throws { try await http.shutdown() }
+
+    // MARK: Requests
+
+    /// One request of the distribution API.
+    struct Call {
+        var method: HTTPMethod
+        /// `host[:port]` as in the reference (mirrors substitute it).
+        var host: String
+        /// The repository, for the token scope.
+        var repository: String
+        /// `pull` or `pull,push`.
+        var actions: String
+        /// The path (`/v2/…`), or a full URL (upload locations, redirects).
+        var path: String
+        var headers: [(String, String)] = []
+        var body: [UInt8]? = nil
+        var timeout: Duration
+        /// Whether the request may be repeated after a failure (not for body streams).
+        var idempotent = true
+    }
+
+    func baseURL(_ host: String) -> String {
+        let insecure = configuration.hosts[host]?.insecure ?? isMirrorInsecure(host)
+        return "\(insecure ? "http" : "https")://\(RegistryConfiguration.endpoint(for: host))"
+    }
+
+    private func isMirrorInsecure(_ host: String) -> Bool {
+        for h in configuration.hosts.values { if let m = h.mirrors.first(where: { $0.host == host }) { return m.insecure } }
+        return false
+    }
+
+    /// Sends `call`, handling auth challenges, redirects and retries. The caller consumes the body.
+    func send(_ call: Call) async throws -> HTTPClientResponse {
+        var attempt = 0
+        var authRetried = false
+        var url = call.path.hasPrefix("http://") || call.path.hasPrefix("https://") ? call.path : baseURL(call.host) + call.path
+        var redirects = 0
+        var sendAuth = true
+        while true {
+            try Task.checkCancellation()
+            var req = HTTPClientRequest(url: url)
+            req.method = call.method
+            req.headers.add(name: "User-Agent", value: configuration.userAgent)
+            for (k, v) in configuration.host(call.host).headers { req.headers.add(name: k, value: v) }
+            for (k, v) in call.headers { req.headers.add(name: k, value: v) }
+            if sendAuth, let auth = await tokens.authorization(host: call.host, scope: scope(call)) {
+                req.headers.add(name: "Authorization", value: auth)
+            }
+            if let b = call.body {
+                req.body = .bytes(ByteBuffer(bytes: b))
+                req.headers.replaceOrAdd(name: "Content-Length", value: String(b.count))
+            } else if call.method == .PUT || call.method == .POST || call.method == .PATCH {
+                req.headers.replaceOrAdd(name: "Content-Length", value: "0")
+            }
+            let response: HTTPClientResponse
+            do {
+                response = try await http.execute(req, timeout: .seconds(Int64(call.timeout.components.seconds)))
+            } catch let e as CancellationError {
+                throw e
+            } catch {
+                attempt += 1
+                guard call.idempotent, attempt <= configuration.maxRetries else {
+                    throw RegistryError(
+                        .transport, "\(call.method) \(redact(url)) failed after \(attempt) attempts", cause: error)
+                }
+                logger.debug("retrying after a transport error", metadata: ["http.url": "\(redact(url))", "error": "\(error)"])
+                try await backoff(attempt, retryAfter: nil)
+                continue
+            }
+            let status = Int(response.status.code)
+            switch status {
+            case 401 where !authRetried:
+                authRetried = true
+                let challenge = response.headers.first(name: "WWW-Authenticate") ?? ""
+                _ = try? await response.body.collect(upTo: 1 << 20)
+                try await authenticate(call, challenge: challenge, status: status)
+                continue
+            case 301, 302, 303, 307, 308:
+                _ = try? await response.body.collect(upTo: 1 << 20)
+                guard let loc = response.headers.first(name: "Location"), redirects < 10 else {
+                    throw RegistryError(.badResponse, "\(call.method) \(redact(url)): redirect without a Location", status: status)
+                }
+                redirects += 1
+                let next = resolve(location: loc, against: url)
+                // Never carry credentials to another host.
+                if hostPart(next) != hostPart(url) { sendAuth = false }
+                url = next
+                continue
+            case 429, 500, 502, 503, 504:
+                attempt += 1
+                let retryAfter = response.headers.first(name: "Retry-After").flatMap(Int.init)
+                let body = (try? await response.body.collect(upTo: 1 << 16)).map { Array(buffer: $0) } ?? []
+                guard call.idempotent, attempt <= configuration.maxRetries else {
+                    throw errorFor(status: status, body: body, what: "\(call.method) \(redact(url))")
+                }
+                logger.debug("retrying", metadata: ["http.url": "\(redact(url))", "http.status": "\(status)"])
+                try await backoff(attempt, retryAfter: retryAfter)
+                continue
+            default:
+                return response
+            }
+        }
+    }
+
+    func scope(_ call: Call) -> String { "repository:\(call.repository):\(call.actions)" }
+
+    private func backoff(_ attempt: Int, retryAfter: Int?) async throws {
+        if let r = retryAfter, r >= 0 {
+            try await Task.sleep(for: .seconds(min(r, 30)))
+            return
+        }
+        let base = configuration.retryBaseDelay * (1 << min(attempt - 1, 6))
+        try await Task.sleep(for: min(base, .seconds(10)))
+    }
+
+    private func resolve(location: String, against url: String) -> String {
+        if location.hasPrefix("http://") || location.hasPrefix("https://") { return location }
+        guard let base = URL(string: url), let u = URL(string: location, relativeTo: base) else { return location }
+        return u.absoluteString
+    }
+
+    func hostPart(_ url: String) -> String {
+        guard let u = URL(string: url) else { return url }
+        return "\(u.scheme ?? ""):\(u.host ?? ""):\(u.port ?? 0)"
+    }
+
+    /// The URL without its query (signed redirect URLs carry secrets there).
+    func redact(_ url: String) -> String { url.split(separator: "?", maxSplits: 1).first.map(String.init) ?? url }
+
+    /// Answers a 401 challenge: gets a bearer token or settles on basic credentials.
+    private func authenticate(_ call: Call, challenge: String, status: Int) async throws {
+        let c = AuthChallenge(challenge)
+        let cred = try credentials.credential(for: call.host)
+        switch c.scheme {
+        case "bearer":
+            guard let realm = c.parameters["realm"] else {
+                throw RegistryError(.unauthorized, "\(call.host): bearer challenge without a realm", status: status)
+            }
+            let token = try await fetchToken(
+                realm: realm, service: c.parameters["service"], scope: scope(call), credential: cred, host: call.host)
+            await tokens.store(host: call.host, scope: scope(call), value: "Bearer \(token.token)", expiresIn: token.expiresIn)
+        case "basic":
+            guard let cred else {
+                throw RegistryError(.unauthorized, "\(call.host) asks for basic authentication and no credentials were found for it", status: status)
+            }
+            let raw = Data("\(cred.username):\(cred.password)".utf8).base64EncodedString()
+            await tokens.store(host: call.host, scope: nil, value: "Basic \(raw)", expiresIn: nil)
+        default:
+            throw RegistryError(.unauthorized, "\(call.host) answered 401 with an unsupported challenge \"\(challenge)\"", status: status)
+        }
+    }
+
+    struct Token {
+        var token: String
+        var expiresIn: Int?
+    }
+
+    private func fetchToken(realm: String, service: String?, scope: String, credential: Credential?, host: String) async throws -> Token {
+        guard var comps = URLComponents(string: realm) else {
+            throw RegistryError(.unauthorized, "\(host): invalid token realm \"\(realm)\"")
+        }
+        var items = comps.queryItems ?? []
+        if let service { items.append(URLQueryItem(name: "service", value: service)) }
+        items.append(URLQueryItem(name: "scope", value: scope))
+        comps.queryItems = items
+        guard let url = comps.string else { throw RegistryError(.unauthorized, "\(host): invalid token realm \"\(realm)\"") }
+        var req = HTTPClientRequest(url: url)
+        req.headers.add(name: "User-Agent", value: configuration.userAgent)
+        if let credential {
+            let raw = Data("\(credential.username):\(credential.password)".utf8).base64EncodedString()
+            req.headers.add(name: "Authorization", value: "Basic \(raw)")
+        }
+        var attempt = 0
+        while true {
+            do {
+                let r = try await http.execute(req, timeout: .seconds(Int64(configuration.requestTimeout.components.seconds)))
+                let body = Array(buffer: try await r.body.collect(upTo: 1 << 20))
+                guard r.status.code == 200 else {
+                    if (r.status.code == 429 || r.status.code >= 500) && attempt < configuration.maxRetries {
+                        attempt += 1
+                        try await backoff(attempt, retryAfter: nil)
+                        continue
+                    }
+                    throw RegistryError(
+                        .unauthorized, "token request to \(redact(url)) for \(scope) answered \(r.status.code)",
+                        status: Int(r.status.code))
+                }
+                guard let obj = try? JSONSerialization.jsonObject(with: Data(body)) as? [String: Any],
+                    let token = (obj["token"] as? String) ?? (obj["access_token"] as? String), !token.isEmpty
+                else {
+                    throw RegistryError(.badResponse, "token reply from \(redact(url)) has no token")
+                }
+                return Token(token: token, expiresIn: obj["expires_in"] as? Int)
+            } catch let e as RegistryError {
+                throw e
+            } catch let e as CancellationError {
+                throw e
+            } catch {
+                attempt += 1
+                guard attempt <= configuration.maxRetries else {
+                    throw RegistryError(.transport, "token request to \(redact(url)) failed", cause: error)
+                }
+                try await backoff(attempt, retryAfter: nil)
+            }
+        }
+    }
+
+    /// A typed error for a failed reply, with the registry's error code.
+    func errorFor(status: Int, body: [UInt8], what: String) -> RegistryError {
+        var codes: [String] = []
+        if let obj = try? JSONSerialization.jsonObject(with: Data(body)) as? [String: Any],
+            let errors = obj["errors"] as? [[String: Any]]
+        {
+            for e in errors {
+                let code = e["code"] as? String ?? "?"
+                let msg = e["message"] as? String ?? ""
+                codes.append(msg.isEmpty ? code : "\(code): \(msg)")
+            }
+        }
+        let detail = codes.isEmpty ? "" : " (" + codes.joined(separator: "; ") + ")"
+        let message = "\(what) answered \(status)\(detail)"
+        switch status {
+        case 401: return RegistryError(.unauthorized, message, status: status)
+        case 403: return RegistryError(.denied, message, status: status)
+        case 404: return RegistryError(.notFound, message, status: status)
+        case 416: return RegistryError(.rangeNotSatisfiable, message, status: status)
+        case 429: return RegistryError(.tooManyRequests, message, status: status)
+        case 500...599: return RegistryError(.serverError, message, status: status)
+        default: return RegistryError(.badResponse, message, status: status)
+        }
+    }
+
+    /// Reads a whole small body, failing with the registry's error on a non-success status.
+    func expect(_ response: HTTPClientResponse, _ ok: Set<Int>, what: String, limit: Int = 16 << 20) async throws -> [UInt8] {
+        let status = Int(response.status.code)
+        let body: [UInt8]
+        do {
+            body = Array(buffer: try await response.body.collect(upTo: limit))
+        } catch {
+            throw RegistryError(.badResponse, "\(what): reading the reply failed", status: status, cause: error)
+        }
+        guard ok.contains(status) else { throw errorFor(status: status, body: body, what: what) }
+        return body
+    }
+}
+
+/// Bearer tokens and basic authorizations, per host and scope.
+actor TokenCache {
+    struct Entry {
+        var value: String
+        var expires: ContinuousClock.Instant?
+    }
+    private var entries: [String: Entry] = [:]
+    private var basic: [String: String] = [:]
+
+    func authorization(host: String, scope: String) -> String? {
+        if let e = entries["\(host) \(scope)"] {
+            if let exp = e.expires, exp < .now {
+                entries["\(host) \(scope)"] = nil
+            } else {
+                return e.value
+            }
+        }
+        return basic[host]
+    }
+
+    func store(host: String, scope: String?, value: String, expiresIn: Int?) {
+        guard let scope else {
+            basic[host] = value
+            return
+        }
+        // Refresh a little before the server's expiry (60 s default, as the distribution spec says).
+        let life = max(1, (expiresIn ?? 60) - 5)
+        entries["\(host) \(scope)"] = Entry(value: value, expires: .now + .seconds(life))
+    }
+}
+
+/// A parsed `WWW-Authenticate` header.
+struct AuthChallenge {
+    var scheme: String
+    var parameters: [String: String]
+
+    init(_ header: String) {
+        let trimmed = header.trimmingCharacters(in: .whitespaces)
+        let space = trimmed.firstIndex(of: " ") ?? trimmed.endIndex
+        scheme = trimmed[..<space].lowercased()
+        parameters = [:]
+        var rest = trimmed[space...].drop(while: { $0 == " " })
+        while !rest.isEmpty {
+            guard let eq = rest.firstIndex(of: "=") else { break }
+            let key = rest[..<eq].trimmingCharacters(in: .whitespaces).lowercased()
+            rest = rest[rest.index(after: eq)...]
+            var value = ""
+            if rest.first == "\"" {
+                rest = rest.dropFirst()
+                while let c = rest.first, c != "\"" {
+                    if c == "\\", rest.count > 1 {
+                        rest = rest.dropFirst()
+                        value.append(rest.first!)
+                    } else {
+                        value.append(c)
+                    }
+                    rest = rest.dropFirst()
+                }
+                rest = rest.dropFirst()
+            } else {
+                let end = rest.firstIndex(of: ",") ?? rest.endIndex
+                value = rest[..<end].trimmingCharacters(in: .whitespaces)
+                rest = rest[end...]
+            }
+            parameters[key] = value
+            rest = rest.drop(while: { $0 == "," || $0 == " " })
+        }
+    }
+}

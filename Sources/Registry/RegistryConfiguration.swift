@@ -1,0 +1,68 @@
+// SPDX-License-Identifier: Apache-2.0
+
+/// How to reach one registry host.
+public struct HostConfiguration: Sendable, Equatable {
+    /// Use plain HTTP (registries.conf `insecure = true`, config.toml mirror `insecure = true`).
+    public var insecure: Bool
+    /// Mirrors tried in order before the host itself, for pulls.
+    public var mirrors: [Mirror]
+    /// Extra headers sent with every request to this host.
+    public var headers: [String: String]
+
+    /// Creates a host configuration.
+    public init(insecure: Bool = false, mirrors: [Mirror] = [], headers: [String: String] = [:]) {
+        self.insecure = insecure
+        self.mirrors = mirrors
+        self.headers = headers
+    }
+}
+
+/// A pull-through mirror of a registry.
+public struct Mirror: Sendable, Equatable {
+    /// The mirror host (`mirror.example.com:5000`).
+    public var host: String
+    /// Use plain HTTP.
+    public var insecure: Bool
+
+    /// Creates a mirror.
+    public init(host: String, insecure: Bool = false) {
+        self.host = host
+        self.insecure = insecure
+    }
+}
+
+/// Settings of a ``RegistryClient``.
+public struct RegistryConfiguration: Sendable {
+    /// Per-host settings, keyed by `host[:port]`.
+    public var hosts: [String: HostConfiguration]
+    /// Bound on manifest, token and other small requests (upstream `request_timeout_sec`, 30 s).
+    public var requestTimeout: Duration
+    /// Bound on a blob or range fetch (upstream `fetching_timeout_sec`, 300 s).
+    public var fetchTimeout: Duration
+    /// Retries after connection errors, 429 and 5xx (not 501).
+    public var maxRetries: Int
+    /// First backoff delay; it doubles per retry (capped at 10 s), or follows `Retry-After`.
+    public var retryBaseDelay: Duration
+    /// The User-Agent header.
+    public var userAgent: String
+
+    /// Creates a configuration.
+    public init(
+        hosts: [String: HostConfiguration] = [:], requestTimeout: Duration = .seconds(30),
+        fetchTimeout: Duration = .seconds(300), maxRetries: Int = 5, retryBaseDelay: Duration = .milliseconds(200),
+        userAgent: String = "stargz-swift/0.1"
+    ) {
+        self.hosts = hosts
+        self.requestTimeout = requestTimeout
+        self.fetchTimeout = fetchTimeout
+        self.maxRetries = maxRetries
+        self.retryBaseDelay = retryBaseDelay
+        self.userAgent = userAgent
+    }
+
+    /// The settings for `host` (defaults when none are configured).
+    public func host(_ host: String) -> HostConfiguration { hosts[host] ?? HostConfiguration() }
+
+    /// The API endpoint for a host: `registry-1.docker.io` stands in for `docker.io`.
+    public static func endpoint(for host: String) -> String { host == "docker.io" ? "registry-1.docker.io" : host }
+}

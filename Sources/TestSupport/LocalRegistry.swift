@@ -1,0 +1,137 @@
+// SPDX-License-Identifier: Apache-2.0
+// Test support: a real registry (Debian's docker-registry, Docker distribution 2.8) on 127.0.0.1.
+import Foundation
+import Synchronization
+
+/// A docker-registry process on a free loopback port, with its storage in a temporary directory.
+///
+/// Start with ``start(basicAuth:)``; ``stop()`` kills it and removes its storage (also on deinit).
+public final class LocalRegistry: Sendable {
+    /// `127.0.0.1:PORT`.
+    public let host: String
+    /// The port.
+    public let port: Int
+    /// The storage and config directory.
+    public let directory: String
+    private let process: Mutex<Process?>
+
+    private init(host: String, port: Int, directory: String, process: Process) {
+        self.host = host
+        self.port = port
+        self.directory = directory
+        self.process = Mutex(process)
+    }
+
+    deinit { stop() }
+
+    /// Starts a registry; with `basicAuth`, behind htpasswd basic authentication.
+    public static func start(basicAuth: (user: String, password: String)? = nil) throws -> LocalRegistry {
+        guard FileManager.default.isExecutableFile(atPath: "/usr/bin/docker-registry") else {
+            throw SupportError("docker-registry is not installed (apt-get install docker-registry)")
+        }
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("registry-\(UUID().uuidString)").path
+        try FileManager.default.createDirectory(atPath: dir + "/data", withIntermediateDirectories: true)
+        let port = try freePort()
+        var auth = ""
+        if let a = basicAuth {
+            let r = try run("/usr/bin/htpasswd", ["-Bbn", a.user, a.password])
+            try r.write(toFile: dir + "/htpasswd", atomically: true, encoding: .utf8)
+            auth = "auth:\n  htpasswd:\n    realm: test-realm\n    path: \(dir)/htpasswd\n"
+        }
+        let config = """
+            version: 0.1
+            log:
+              level: info
+              formatter: text
+            storage:
+              filesystem:
+                rootdirectory: \(dir)/data
+              delete:
+                enabled: true
+            http:
+              addr: 127.0.0.1:\(port)
+            \(auth)
+            """
+        try config.write(toFile: dir + "/config.yml", atomically: true, encoding: .utf8)
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: "/usr/bin/docker-registry")
+        p.arguments = ["serve", dir + "/config.yml"]
+        let pipe = Pipe()
+        p.standardError = pipe
+        p.standardOutput = pipe
+        try p.run()
+        // Wait until it logs that it listens (read its log, no polling).
+        let handle = pipe.fileHandleForReading
+        var log = ""
+        let deadline = Date().addingTimeInterval(30)
+        while !log.contains("listening on") {
+            let data = handle.availableData
+            if data.isEmpty || Date() > deadline {
+                p.terminate()
+                throw SupportError("docker-registry did not start: \(log)")
+            }
+            log += String(decoding: data, as: UTF8.self)
+        }
+        // Keep draining its log so it never blocks on a full pipe.
+        handle.readabilityHandler = { h in _ = h.availableData }
+        return LocalRegistry(host: "127.0.0.1:\(port)", port: port, directory: dir, process: p)
+    }
+
+    /// Stops the registry and removes its storage.
+    public func stop() {
+        process.withLock { p in
+            guard let proc = p else { return }
+            if proc.isRunning {
+                proc.terminate()
+                proc.waitUntilExit()
+            }
+            p = nil
+            try? FileManager.default.removeItem(atPath: directory)
+        }
+    }
+}
+
+/// An error of the test support code.
+public struct SupportError: Error, CustomStringConvertible {
+    public var description: String
+    public init(_ d: String) { description = d }
+}
+
+/// A TCP port on 127.0.0.1 that nothing listens on right now.
+public func freePort() throws -> Int {
+    let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+    guard fd >= 0 else { throw SupportError("socket failed") }
+    defer { close(fd) }
+    var addr = sockaddr_in()
+    addr.sin_family = sa_family_t(AF_INET)
+    addr.sin_port = 0
+    addr.sin_addr.s_addr = inet_addr("127.0.0.1")
+    var len = socklen_t(MemoryLayout<sockaddr_in>.size)
+    let ok = withUnsafeMutablePointer(to: &addr) {
+        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { p in
+            bind(fd, p, len) == 0 && getsockname(fd, p, &len) == 0
+        }
+    }
+    guard ok else { throw SupportError("bind failed") }
+    return Int(UInt16(bigEndian: addr.sin_port))
+}
+
+/// Runs a program and returns its standard output; throws on a non-zero exit.
+@discardableResult
+public func run(_ exe: String, _ args: [String], environment: [String: String]? = nil) throws -> String {
+    let p = Process()
+    p.executableURL = URL(fileURLWithPath: exe)
+    p.arguments = args
+    if let environment { p.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 } }
+    let out = Pipe(), err = Pipe()
+    p.standardOutput = out
+    p.standardError = err
+    try p.run()
+    let data = out.fileHandleForReading.readDataToEndOfFile()
+    let errData = err.fileHandleForReading.readDataToEndOfFile()
+    p.waitUntilExit()
+    guard p.terminationStatus == 0 else {
+        throw SupportError("\(exe) \(args.joined(separator: " ")) exited \(p.terminationStatus): \(String(decoding: errData, as: UTF8.self))")
+    }
+    return String(decoding: data, as: UTF8.self)
+}

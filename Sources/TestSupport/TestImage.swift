@@ -1,0 +1,59 @@
+// SPDX-License-Identifier: Apache-2.0
+import Compression
+import EStargz
+import Foundation
+public import OCI
+public import Registry
+
+/// Builds plain (gzip tar) images from tars and pushes them with our client.
+public enum TestImage {
+    /// Pushes an image whose layers are `tars` (each gzip-compressed), as `mediaType` (OCI or Docker schema 2).
+    /// Returns the manifest digest.
+    @discardableResult
+    public static func push(
+        _ client: RegistryClient, _ ref: Reference, layers tars: [[UInt8]], platform: Platform = .current,
+        docker: Bool = false, cmd: [String]? = nil
+    ) async throws -> Digest {
+        var layers: [Descriptor] = []
+        var diffIDs: [String] = []
+        for tar in tars {
+            let gz = GzipMemberCompressor(level: 6).compress(tar)
+            let d = Descriptor(
+                mediaType: docker ? MediaType.dockerLayerGzip : MediaType.ociLayerGzip, digest: Digest.sha256(of: gz),
+                size: Int64(gz.count))
+            try await client.pushBlob(ref, bytes: gz, descriptor: d)
+            layers.append(d)
+            diffIDs.append(Digest.sha256(of: tar).description)
+        }
+        var config: [String: Any] = [
+            "architecture": platform.architecture, "os": platform.os,
+            "rootfs": ["type": "layers", "diff_ids": diffIDs],
+            "config": ["Env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"]],
+        ]
+        if let cmd { config["config"] = ["Cmd": cmd, "Env": ["PATH=/bin"]] }
+        let configBytes = Array(try JSONSerialization.data(withJSONObject: config, options: [.sortedKeys]))
+        let cd = Descriptor(
+            mediaType: docker ? MediaType.dockerConfig : MediaType.ociConfig, digest: Digest.sha256(of: configBytes),
+            size: Int64(configBytes.count))
+        try await client.pushBlob(ref, bytes: configBytes, descriptor: cd)
+        let manifest = Manifest(
+            mediaType: docker ? MediaType.dockerManifest : MediaType.ociManifest, config: cd, layers: layers)
+        let e = JSONEncoder()
+        e.outputFormatting = [.sortedKeys]
+        return try await client.pushManifest(
+            ref, bytes: Array(try e.encode(manifest)), mediaType: manifest.mediaType ?? MediaType.ociManifest)
+    }
+
+    /// A tar with the given regular files (path → content), directories made for their parents.
+    public static func tar(_ files: [(String, [UInt8])]) -> [UInt8] {
+        var out: [UInt8] = []
+        for (name, content) in files {
+            var h = TarHeader(typeflag: UInt8(ascii: "0"), name: name)
+            h.mode = 0o644
+            h.size = Int64(content.count)
+            h.modTime = 1_700_000_000
+            out += TarWriter.header(h) + content + [UInt8](repeating: 0, count: (512 - content.count % 512) % 512)
+        }
+        return out + [UInt8](repeating: 0, count: 1024)
+    }
+}
