@@ -74,7 +74,10 @@ let package = Package(
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             swiftSettings: swiftSettings),
-        .executableTarget(name: "stargz", dependencies: ["StargzCLI"], swiftSettings: swiftSettings),
+        .executableTarget(
+            name: "stargz",
+            dependencies: ["StargzCLI", .product(name: "ArgumentParser", package: "swift-argument-parser")],
+            swiftSettings: swiftSettings),
         .executableTarget(name: "stargz-store", dependencies: ["StargzCLI"], swiftSettings: swiftSettings),
         .testTarget(name: "CompressionTests", dependencies: ["Compression"], swiftSettings: swiftSettings),
         .testTarget(name: "OCITests", dependencies: ["OCI"], swiftSettings: swiftSettings),
@@ -85,6 +88,7 @@ let package = Package(
             name: "RegistryTests", dependencies: ["Registry", "OCI", "Convert", "EStargz", "TestSupport"],
             swiftSettings: swiftSettings),
         .testTarget(
-            name: "StargzCLITests", dependencies: ["StargzCLI", "EStargz", "OCI"], swiftSettings: swiftSettings),
+            name: "StargzCLITests", dependencies: ["StargzCLI", "EStargz", "OCI", "Registry", "TestSupport"],
+            swiftSettings: swiftSettings),
     ]
 )

@@ -5,14 +5,15 @@ import Foundation
 import OCI
 
 /// `stargz`: the eStargz toolbox.
-public struct StargzCommand: ParsableCommand {
+@available(macOS 10.15, macCatalyst 13, iOS 13, tvOS 13, watchOS 6, *)
+public struct StargzCommand: AsyncParsableCommand {
     public static let configuration = CommandConfiguration(
         commandName: "stargz",
         abstract: "Build, inspect, verify and extract eStargz layers (lazy pulling for CRI-O and Podman).",
         version: StargzVersion.current,
         subcommands: [
             ConvertCommand.self, InspectCommand.self, VerifyCommand.self, TOCDigestCommand.self,
-            ExtractCommand.self, DemoCommand.self,
+            ExtractCommand.self, ImageCommand.self, DemoCommand.self,
         ])
 
     public init() {}

@@ -8,12 +8,15 @@ import Testing
 #endif
 
 @testable import StargzCLI
+import OCI
+import Registry
+import TestSupport
 
 let fixtures = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
     .deletingLastPathComponent().deletingLastPathComponent().appendingPathComponent("shared/fixtures/estargz")
 
 /// Runs `stargz ARGS…` in-process, capturing standard output. Returns (exit code, stdout).
-func stargz(_ args: [String]) -> (code: Int32, out: String) {
+func stargz(_ args: [String]) async -> (code: Int32, out: String) {
     fflush(nil)
     let path = FileManager.default.temporaryDirectory.appendingPathComponent("stargz-out-\(UUID().uuidString)").path
     let fd = open(path, O_CREAT | O_RDWR | O_TRUNC, 0o600)
@@ -22,7 +25,11 @@ func stargz(_ args: [String]) -> (code: Int32, out: String) {
     var code: Int32 = 0
     do {
         var cmd = try StargzCommand.parseAsRoot(args)
-        try cmd.run()
+        if var asyncCommand = cmd as? any AsyncParsableCommand {
+            try await asyncCommand.run()
+        } else {
+            try cmd.run()
+        }
     } catch {
         code = StargzCommand.exitCode(for: error).rawValue
     }
@@ -44,11 +51,11 @@ struct CLITests {
     func path(_ name: String) -> String { dir.appendingPathComponent(name).path }
 
     @Test("convert, inspect, toc-digest, verify and extract a fixture tar")
-    func endToEnd() throws {
+    func endToEnd() async throws {
         defer { try? FileManager.default.removeItem(at: dir) }
         let tar = fixtures.appendingPathComponent("app.tar").path
         try "usr/bin/app\n# a comment\n\n/usr/lib/app/mod000.py\n".write(toFile: path("prio"), atomically: true, encoding: .utf8)
-        let c = stargz(["convert", tar, path("a.esgz"), "--prioritized-files", path("prio"), "--json", "--chunk-size", "65536"])
+        let c = await stargz(["convert", tar, path("a.esgz"), "--prioritized-files", path("prio"), "--json", "--chunk-size", "65536"])
         #expect(c.code == 0)
         let summary = try JSONSerialization.jsonObject(with: Data(c.out.utf8)) as? [String: Any]
         let tocDigest = try #require(summary?["tocDigest"] as? String)
@@ -56,50 +63,50 @@ struct CLITests {
         #expect(annotations["containerd.io/snapshot/stargz/toc.digest"] == tocDigest)
         #expect(annotations["io.containers.estargz.uncompressed-size"] != nil)
 
-        let t = stargz(["toc-digest", path("a.esgz")])
+        let t = await stargz(["toc-digest", path("a.esgz")])
         #expect(t.code == 0 && t.out.trimmingCharacters(in: .whitespacesAndNewlines) == tocDigest)
 
-        let i = stargz(["inspect", path("a.esgz"), "--json"])
+        let i = await stargz(["inspect", path("a.esgz"), "--json"])
         #expect(i.code == 0)
         let inspect = try JSONSerialization.jsonObject(with: Data(i.out.utf8)) as? [String: Any]
         let entries = try #require(inspect?["entries"] as? [[String: Any]])
         #expect(entries.prefix(5).compactMap { $0["name"] as? String }.contains("usr/bin/app"))
-        #expect(stargz(["inspect", path("a.esgz"), "--chunks"]).out.contains("prefetch:"))
+        #expect(await stargz(["inspect", path("a.esgz"), "--chunks"]).out.contains("prefetch:"))
 
-        let v = stargz(["verify", path("a.esgz"), "--toc-digest", tocDigest, "--tar", tar])
+        let v = await stargz(["verify", path("a.esgz"), "--toc-digest", tocDigest, "--tar", tar])
         #expect(v.code == 0 && v.out.hasPrefix("OK estargz"))
-        #expect(stargz(["verify", path("a.esgz"), "--toc-digest", "sha256:" + String(repeating: "0", count: 64)]).code == 1)
+        #expect(await stargz(["verify", path("a.esgz"), "--toc-digest", "sha256:" + String(repeating: "0", count: 64)]).code == 1)
 
-        let x = stargz(["extract", path("a.esgz"), path("root")])
+        let x = await stargz(["extract", path("a.esgz"), path("root")])
         #expect(x.code == 0)
         #expect(FileManager.default.fileExists(atPath: path("root/usr/bin/app")))
 
-        let z = stargz(["convert", "--zstd-chunked", tar, path("a.zst")])
+        let z = await stargz(["convert", "--zstd-chunked", tar, path("a.zst")])
         #expect(z.code == 0 && z.out.contains("zstd-chunked.manifest-position"))
-        #expect(stargz(["verify", path("a.zst"), "--tar", tar]).out.hasPrefix("OK zstd:chunked"))
+        #expect(await stargz(["verify", path("a.zst"), "--tar", tar]).out.hasPrefix("OK zstd:chunked"))
     }
 
     @Test("bad input and bad flags give a non-zero exit and no output file")
-    func errors() throws {
+    func errors() async throws {
         defer { try? FileManager.default.removeItem(at: dir) }
         try Data("not a layer".utf8).write(to: URL(fileURLWithPath: path("junk")))
-        #expect(stargz(["inspect", path("junk")]).code == 1)
-        #expect(stargz(["verify", path("junk")]).code == 1)
-        #expect(stargz(["toc-digest", path("missing")]).code == 1)
-        #expect(stargz(["convert", path("junk"), path("out")]).code == 1)
+        #expect(await stargz(["inspect", path("junk")]).code == 1)
+        #expect(await stargz(["verify", path("junk")]).code == 1)
+        #expect(await stargz(["toc-digest", path("missing")]).code == 1)
+        #expect(await stargz(["convert", path("junk"), path("out")]).code == 1)
         #expect(!FileManager.default.fileExists(atPath: path("out")))
         let tar = fixtures.appendingPathComponent("app.tar").path
-        #expect(stargz(["convert", tar, path("out"), "--chunk-size", "0"]).code == 64)
-        #expect(stargz(["convert", tar, path("out"), "--compression-level", "10"]).code == 64)
-        #expect(stargz(["convert", tar, path("out"), "--zstd-chunked", "--compression-level", "0"]).code == 64)
-        #expect(stargz(["verify", path("junk"), "--toc-digest", "nope"]).code == 64)
-        #expect(stargz(["no-such-command"]).code == 64)
+        #expect(await stargz(["convert", tar, path("out"), "--chunk-size", "0"]).code == 64)
+        #expect(await stargz(["convert", tar, path("out"), "--compression-level", "10"]).code == 64)
+        #expect(await stargz(["convert", tar, path("out"), "--zstd-chunked", "--compression-level", "0"]).code == 64)
+        #expect(await stargz(["verify", path("junk"), "--toc-digest", "nope"]).code == 64)
+        #expect(await stargz(["no-such-command"]).code == 64)
     }
 
     @Test("the demo runs on its embedded sample and says OK")
-    func demo() throws {
+    func demo() async throws {
         defer { try? FileManager.default.removeItem(at: dir) }
-        let d = stargz(["demo", "--work-dir", path("demo")])
+        let d = await stargz(["demo", "--work-dir", path("demo")])
         #expect(d.code == 0)
         #expect(d.out.contains("demo OK"))
         #expect(d.out.contains("verify: OK"))
@@ -112,5 +119,27 @@ struct CLITests {
         let defaults = try StoreCommand.parse(["/mnt"])
         #expect(defaults.config == "/etc/stargz-store/config.toml" && defaults.root == "/var/lib/stargz-store")
         #expect(StoreCommand.helpMessage().contains("MOUNTPOINT"))
+    }
+
+    @Test("image convert, then image inspect shows eStargz layers; a bad reference is a usage error")
+    func convertAndInspect() async throws {
+        let registry = try LocalRegistry.start()
+        defer { registry.stop() }
+        let client = RegistryClient(configuration: RegistryConfiguration(hosts: [registry.host: HostConfiguration(insecure: true)]))
+        let src = try Reference("\(registry.host)/cli/app:v1")
+        try await TestImage.push(client, src, layers: [SampleLayer.tar()])
+        try await client.shutdown()
+        let insecure = ["--insecure-registry", registry.host]
+        let c = await stargz(["image", "convert", src.description, "\(registry.host)/cli/app:v1-esgz"] + insecure)
+        #expect(c.code == 0)
+        let i = await stargz(["image", "inspect", "\(registry.host)/cli/app:v1-esgz"] + insecure)
+        #expect(i.code == 0)
+        #expect(i.out.contains("[estargz] toc.digest=sha256:"), "\(i.out)")
+        let plain = await stargz(["image", "inspect", src.description] + insecure)
+        #expect(plain.out.contains("[not eStargz]"))
+        let again = await stargz(["image", "convert", "\(registry.host)/cli/app:v1-esgz", "\(registry.host)/cli/app:v1-esgz"] + insecure)
+        #expect(again.code == 0 && again.out.contains("already eStargz"))
+        #expect(await stargz(["image", "inspect", "Bad Ref!"] + insecure).code == 64)
+        #expect(await stargz(["image", "inspect", "\(registry.host)/cli/missing:x"] + insecure).code == 1)
     }
 }
