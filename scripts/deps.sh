@@ -4,6 +4,8 @@ set -euo pipefail
 pkgs=(pkg-config zlib1g-dev libdeflate-dev libzstd-dev zstd gzip
       # a real registry for the registry tests, and htpasswd for its basic auth
       docker-registry apache2-utils
+      # podman end-to-end tests: podman, runc (crun fails on hybrid cgroups here), a static busybox for test images
+      podman runc busybox-static skopeo fuse3
       # the reference oracle (../shared/tools/refgen/build.sh) builds from Debian's Go sources
       golang-go golang-github-containerd-stargz-snapshotter-dev golang-github-klauspost-compress-dev
       golang-github-vbatts-tar-split-dev golang-github-opencontainers-go-digest-dev

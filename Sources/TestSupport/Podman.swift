@@ -1,0 +1,65 @@
+// SPDX-License-Identifier: Apache-2.0
+import Foundation
+
+/// Podman with its own storage (vfs, a temporary graphroot), for end-to-end tests.
+///
+/// The flags that these machines need (`--runtime runc`, fixed ulimits) are added here, in test support only.
+public final class TestPodman: Sendable {
+    /// The storage directory.
+    public let directory: String
+    let storageConf: String
+
+    /// Creates a podman sandbox; `additionalLayerStore` adds `additionallayerstores = ["PATH:ref"]`.
+    public init(additionalLayerStore: String? = nil) throws {
+        guard FileManager.default.isExecutableFile(atPath: "/usr/bin/podman") else {
+            throw SupportError("podman is not installed (apt-get install podman runc)")
+        }
+        directory = FileManager.default.temporaryDirectory.appendingPathComponent("podman-\(UUID().uuidString)").path
+        try FileManager.default.createDirectory(atPath: directory + "/root", withIntermediateDirectories: true)
+        try FileManager.default.createDirectory(atPath: directory + "/run", withIntermediateDirectories: true)
+        var conf = """
+            [storage]
+            driver = "vfs"
+            graphroot = "\(directory)/root"
+            runroot = "\(directory)/run"
+            """
+        if let als = additionalLayerStore {
+            conf += "\n[storage.options]\nadditionallayerstores = [\"\(als):ref\"]\n"
+        }
+        storageConf = directory + "/storage.conf"
+        try conf.write(toFile: storageConf, atomically: true, encoding: .utf8)
+    }
+
+    /// Runs `podman ARGS…` and returns its standard output.
+    @discardableResult
+    public func callAsFunction(_ args: [String]) throws -> String {
+        try run("/usr/bin/podman", args, environment: ["CONTAINERS_STORAGE_CONF": storageConf])
+    }
+
+    /// `podman run --rm` with the flags these machines need.
+    public func runContainer(_ image: String, _ command: [String] = []) throws -> String {
+        try self(["run", "--rm", "--runtime", "runc", "--ulimit", "nofile=1024:1024", "--ulimit", "nproc=1024:1024",
+                  "--net=none", image] + command)
+    }
+
+    /// Removes the storage.
+    public func cleanUp() {
+        _ = try? self(["rm", "--all", "--force"])
+        _ = try? self(["rmi", "--all", "--force"])
+        try? FileManager.default.removeItem(atPath: directory)
+    }
+}
+
+/// A tar with a static busybox at bin/busybox, sh/cat/ls/echo links, and etc/os-release.
+public func busyboxTar(osRelease: String = "NAME=\"stargz-swift test\"\n") throws -> [UInt8] {
+    guard let bb = FileManager.default.contents(atPath: "/bin/busybox") else {
+        throw SupportError("/bin/busybox is missing (apt-get install busybox-static)")
+    }
+    return TarBuilder()
+        .dir("bin").dir("etc")
+        .file("bin/busybox", Array(bb), mode: 0o755)
+        .symlink("bin/sh", "busybox").symlink("bin/cat", "busybox").symlink("bin/ls", "busybox")
+        .symlink("bin/echo", "busybox")
+        .file("etc/os-release", Array(osRelease.utf8))
+        .bytes()
+}

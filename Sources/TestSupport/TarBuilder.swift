@@ -1,0 +1,47 @@
+// SPDX-License-Identifier: Apache-2.0
+import EStargz
+
+/// Builds small tars for tests.
+public struct TarBuilder {
+    private var out: [UInt8] = []
+
+    /// An empty tar.
+    public init() {}
+
+    private func header(_ type: Character, _ name: String, mode: Int64) -> TarHeader {
+        var h = TarHeader(typeflag: type.asciiValue!, name: name)
+        h.mode = mode
+        h.modTime = 1_700_000_000
+        h.userName = "root"
+        h.groupName = "root"
+        return h
+    }
+
+    /// Adds a directory.
+    public func dir(_ name: String, mode: Int64 = 0o755) -> TarBuilder {
+        var b = self
+        b.out += TarWriter.header(header("5", name, mode: mode))
+        return b
+    }
+
+    /// Adds a regular file.
+    public func file(_ name: String, _ content: [UInt8], mode: Int64 = 0o644) -> TarBuilder {
+        var b = self
+        var h = header("0", name, mode: mode)
+        h.size = Int64(content.count)
+        b.out += TarWriter.header(h) + content + [UInt8](repeating: 0, count: (512 - content.count % 512) % 512)
+        return b
+    }
+
+    /// Adds a symlink.
+    public func symlink(_ name: String, _ target: String) -> TarBuilder {
+        var b = self
+        var h = header("2", name, mode: 0o777)
+        h.linkName = target
+        b.out += TarWriter.header(h)
+        return b
+    }
+
+    /// The tar, with its end-of-archive marker.
+    public func bytes() -> [UInt8] { out + [UInt8](repeating: 0, count: 1024) }
+}
