@@ -21,6 +21,7 @@ public final class RegistryClient: Sendable {
     public let credentials: CredentialStore
     let http: HTTPClient
     let tokens = TokenCache()
+    let singleRangeBlobs = KeySet()
     let logger: Logger
 
     /// Creates a client with its own HTTP connection pool.

@@ -82,7 +82,8 @@ public final class LocalRegistry: Sendable {
         process.withLock { p in
             guard let proc = p else { return }
             if proc.isRunning {
-                proc.terminate()
+                // SIGKILL: a child may have inherited a blocked SIGTERM from the test process.
+                kill(proc.processIdentifier, SIGKILL)
                 proc.waitUntilExit()
             }
             p = nil

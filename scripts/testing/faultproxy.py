@@ -1,0 +1,119 @@
+#!/usr/bin/python3
+# SPDX-License-Identifier: Apache-2.0
+"""A fault-injecting HTTP proxy in front of a real registry, for tests (stdlib only).
+
+usage: faultproxy.py UPSTREAM_HOST:PORT [--match S] [--fail-status CODE --fail-times N]
+       [--cut-after BYTES --cut-times N] [--ignore-range] [--refuse-multirange] [--redirect-blobs]
+Prints "listening on PORT" when ready. GET /__stats answers {"requests": n, "faults": m}.
+"""
+import argparse, http.client, http.server, json, os, signal, socket, sys, threading
+
+# The parent (a test process) may have SIGTERM blocked; a blocked mask is inherited across exec.
+signal.pthread_sigmask(signal.SIG_UNBLOCK, [signal.SIGTERM, signal.SIGINT])
+signal.signal(signal.SIGTERM, lambda *a: os._exit(0))
+
+ap = argparse.ArgumentParser()
+ap.add_argument("upstream")
+ap.add_argument("--match", default="")
+ap.add_argument("--fail-status", type=int, default=0)
+ap.add_argument("--fail-times", type=int, default=0)
+ap.add_argument("--cut-after", type=int, default=-1)
+ap.add_argument("--cut-times", type=int, default=0)
+ap.add_argument("--ignore-range", action="store_true")
+ap.add_argument("--refuse-multirange", action="store_true")
+ap.add_argument("--redirect-blobs", action="store_true")
+args = ap.parse_args()
+
+lock = threading.Lock()
+stats = {"requests": 0, "faults": 0, "multirange": 0, "redirects": 0}
+
+
+def take(kind):
+    with lock:
+        if kind == "fail" and args.fail_times > 0:
+            args.fail_times -= 1
+            stats["faults"] += 1
+            return True
+        if kind == "cut" and args.cut_times > 0:
+            args.cut_times -= 1
+            stats["faults"] += 1
+            return True
+    return False
+
+
+class Handler(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, *a):
+        pass
+
+    def reply(self, status, body=b"", headers=()):
+        self.send_response(status)
+        for k, v in headers:
+            self.send_header(k, v)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(body)
+
+    def handle_any(self):
+        if self.path == "/__stats":
+            return self.reply(200, json.dumps(stats).encode(), [("Content-Type", "application/json")])
+        with lock:
+            stats["requests"] += 1
+        length = int(self.headers.get("Content-Length") or 0)
+        body = self.rfile.read(length) if length else None
+        matched = args.match in self.path
+        if matched and args.fail_status and take("fail"):
+            err = json.dumps({"errors": [{"code": "INJECTED", "message": "injected fault"}]}).encode()
+            return self.reply(args.fail_status, err, [("Content-Type", "application/json"), ("Retry-After", "0")])
+        rng = self.headers.get("Range")
+        if rng and "," in rng:
+            with lock:
+                stats["multirange"] += 1
+            if args.refuse_multirange:
+                return self.reply(400, b"multi-range not supported")
+        if args.redirect_blobs and self.command == "GET" and "/blobs/sha256:" in self.path and "/uploads/" not in self.path:
+            with lock:
+                stats["redirects"] += 1
+            return self.reply(307, b"", [("Location", "http://%s%s?signature=secret" % (args.upstream, self.path))])
+        headers = {k: v for k, v in self.headers.items() if k.lower() not in ("host", "connection")}
+        if args.ignore_range:
+            headers.pop("Range", None)
+        conn = http.client.HTTPConnection(args.upstream, timeout=60)
+        # Rewrite Location headers of the registry back to this proxy.
+        conn.request(self.command, self.path, body=body, headers=headers)
+        resp = conn.getresponse()
+        data = resp.read()
+        conn.close()
+        self.send_response(resp.status)
+        for k, v in resp.getheaders():
+            if k.lower() in ("content-length", "connection", "transfer-encoding"):
+                continue
+            if k.lower() == "location":
+                v = v.replace("http://" + args.upstream, "http://127.0.0.1:%d" % port)
+            self.send_header(k, v)
+        self.send_header("Content-Length", str(len(data)))
+        if matched and self.command == "GET" and args.cut_after >= 0 and len(data) > args.cut_after and take("cut"):
+            self.send_header("Connection", "close")
+            self.end_headers()
+            self.wfile.write(data[: args.cut_after])
+            self.wfile.flush()
+            self.close_connection = True
+            try:
+                self.connection.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            return
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(data)
+
+    do_GET = do_HEAD = do_PUT = do_POST = do_PATCH = do_DELETE = handle_any
+
+
+server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+server.daemon_threads = True
+port = server.server_address[1]
+print("listening on %d" % port, flush=True)
+server.serve_forever()
