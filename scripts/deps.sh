@@ -3,7 +3,7 @@
 set -euo pipefail
 pkgs=(pkg-config zlib1g-dev libdeflate-dev libzstd-dev zstd gzip
       # a real registry for the registry tests, and htpasswd for its basic auth
-      docker-registry apache2-utils
+      docker-registry apache2-utils openssl python3 curl
       # podman end-to-end tests: podman, runc (crun fails on hybrid cgroups here), a static busybox for test images
       podman runc busybox-static skopeo fuse3
       # the reference oracle (../shared/tools/refgen/build.sh) builds from Debian's Go sources

@@ -60,7 +60,7 @@ public final class FaultProxy: Sendable {
 }
 
 /// A blocking HTTP/1.0 GET over a plain socket (test support only); returns the raw reply.
-func httpGet(_ host: String, _ path: String) throws -> String {
+public func httpGet(_ host: String, _ path: String) throws -> String {
     let parts = host.split(separator: ":")
     guard parts.count == 2, let port = UInt16(parts[1]) else { throw SupportError("bad host \(host)") }
     let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)

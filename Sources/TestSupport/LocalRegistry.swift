@@ -14,18 +14,27 @@ public final class LocalRegistry: Sendable {
     /// The storage and config directory.
     public let directory: String
     private let process: Mutex<Process?>
+    private let helpers: Mutex<[Process]>
+    /// The token server (`127.0.0.1:PORT`) when started with token auth.
+    public let tokenServer: String?
 
-    private init(host: String, port: Int, directory: String, process: Process) {
+    private init(host: String, port: Int, directory: String, process: Process, helpers: [Process], tokenServer: String?) {
         self.host = host
         self.port = port
         self.directory = directory
         self.process = Mutex(process)
+        self.helpers = Mutex(helpers)
+        self.tokenServer = tokenServer
     }
 
     deinit { stop() }
 
-    /// Starts a registry; with `basicAuth`, behind htpasswd basic authentication.
-    public static func start(basicAuth: (user: String, password: String)? = nil) throws -> LocalRegistry {
+    /// Starts a registry; with `basicAuth`, behind htpasswd basic authentication; with `tokenAuth`, behind a
+    /// token server (scripts/testing/tokenserver.py) that gives `user:password` tokens of `lifetime` seconds.
+    public static func start(
+        basicAuth: (user: String, password: String)? = nil,
+        tokenAuth: (user: String, password: String, lifetime: Int)? = nil
+    ) throws -> LocalRegistry {
         guard FileManager.default.isExecutableFile(atPath: "/usr/bin/docker-registry") else {
             throw SupportError("docker-registry is not installed (apt-get install docker-registry)")
         }
@@ -37,6 +46,28 @@ public final class LocalRegistry: Sendable {
             let r = try run("/usr/bin/htpasswd", ["-Bbn", a.user, a.password])
             try r.write(toFile: dir + "/htpasswd", atomically: true, encoding: .utf8)
             auth = "auth:\n  htpasswd:\n    realm: test-realm\n    path: \(dir)/htpasswd\n"
+        }
+        var helpers: [Process] = []
+        var tokenHost: String? = nil
+        if let t = tokenAuth {
+            try run("/usr/bin/openssl", [
+                "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+                "-keyout", dir + "/key.pem", "-out", dir + "/cert.pem", "-subj", "/CN=token-issuer", "-days", "2",
+            ])
+            let script = Paths.repoRoot.appendingPathComponent("scripts/testing/tokenserver.py").path
+            let (proc, port) = try startScript(
+                "/usr/bin/python3", [script, dir, t.user, t.password, "--lifetime", String(t.lifetime)])
+            helpers.append(proc)
+            tokenHost = "127.0.0.1:\(port)"
+            auth = """
+                auth:
+                  token:
+                    realm: http://127.0.0.1:\(port)/token
+                    service: test-registry
+                    issuer: test-issuer
+                    rootcertbundle: \(dir)/cert.pem
+
+                """
         }
         let config = """
             version: 0.1
@@ -74,11 +105,19 @@ public final class LocalRegistry: Sendable {
         }
         // Keep draining its log so it never blocks on a full pipe.
         handle.readabilityHandler = { h in _ = h.availableData }
-        return LocalRegistry(host: "127.0.0.1:\(port)", port: port, directory: dir, process: p)
+        return LocalRegistry(
+            host: "127.0.0.1:\(port)", port: port, directory: dir, process: p, helpers: helpers, tokenServer: tokenHost)
     }
 
     /// Stops the registry and removes its storage.
     public func stop() {
+        helpers.withLock { list in
+            for h in list where h.isRunning {
+                kill(h.processIdentifier, SIGKILL)
+                h.waitUntilExit()
+            }
+            list = []
+        }
         process.withLock { p in
             guard let proc = p else { return }
             if proc.isRunning {
@@ -135,4 +174,29 @@ public func run(_ exe: String, _ args: [String], environment: [String: String]? 
         throw SupportError("\(exe) \(args.joined(separator: " ")) exited \(p.terminationStatus): \(String(decoding: errData, as: UTF8.self))")
     }
     return String(decoding: data, as: UTF8.self)
+}
+
+/// Starts a helper script that prints "listening on PORT"; returns the process and the port.
+func startScript(_ exe: String, _ args: [String]) throws -> (Process, Int) {
+    let p = Process()
+    p.executableURL = URL(fileURLWithPath: exe)
+    p.arguments = args
+    let out = Pipe()
+    p.standardOutput = out
+    p.standardError = FileHandle.nullDevice
+    try p.run()
+    var line = ""
+    while !line.contains("\n") {
+        let d = out.fileHandleForReading.availableData
+        if d.isEmpty {
+            kill(p.processIdentifier, SIGKILL)
+            throw SupportError("\(args.first ?? exe) did not start")
+        }
+        line += String(decoding: d, as: UTF8.self)
+    }
+    guard let port = line.split(separator: " ").last.flatMap({ Int($0.trimmingCharacters(in: .whitespacesAndNewlines)) }) else {
+        kill(p.processIdentifier, SIGKILL)
+        throw SupportError("\(args.first ?? exe) said \(line)")
+    }
+    return (p, port)
 }

@@ -90,6 +90,35 @@ struct RegistryTests {
         }
     }
 
+    @Test("token auth: bearer tokens from the challenge's realm, with credentials only sent to the token server")
+    func tokenAuth() async throws {
+        let registry = try LocalRegistry.start(tokenAuth: ("bob", "pw", 60))
+        defer { registry.stop() }
+        let creds = CredentialStore(files: [], explicit: [registry.host: Credential(username: "bob", password: "pw")])
+        let c = client(registry, credentials: creds)
+        let ref = try Reference("\(registry.host)/tok/img:v1")
+        try await TestImage.push(c, ref, layers: [TestImage.tar([("f", Array("token".utf8))])])
+        let image = try await c.resolve(ref)
+        let blob = try await c.fetchBlob(ref, image.decoded.layers[0])
+        #expect(Digest.sha256(of: blob) == image.decoded.layers[0].digest)
+        try await c.shutdown()
+        let stats = try httpGet(registry.tokenServer!, "/__stats")
+        #expect(stats.contains("\"tokens\""))
+        // Wrong credentials: the token server refuses, a clear unauthorized error.
+        let bad = client(registry, credentials: CredentialStore(files: [], explicit: [registry.host: Credential(username: "bob", password: "wrong")]))
+        do {
+            _ = try await bad.resolve(ref)
+            Issue.record("resolved with wrong credentials")
+        } catch let e as RegistryError {
+            #expect(e.code == .unauthorized)
+        }
+        try await bad.shutdown()
+        // No credentials: an anonymous token without access; the registry still says no.
+        let anon = client(registry)
+        await #expect(throws: RegistryError.self) { _ = try await anon.resolve(ref) }
+        try await anon.shutdown()
+    }
+
     @Test("convert registry to registry: layers become eStargz, the reference accepts each, re-running is a no-op")
     func convertImage() async throws {
         let registry = try LocalRegistry.start()
