@@ -1,4 +1,5 @@
 // SPDX-License-Identifier: Apache-2.0
+internal import OCI
 
 /// Writes TOC JSON the way the reference writer does (Go's `json.MarshalIndent(toc, "", "\t")`): keys in
 /// struct order, zero values omitted, xattr keys sorted and values base64, HTML-safe escaping, invalid UTF-8

@@ -100,7 +100,7 @@ public struct Reference: Hashable, Sendable, CustomStringConvertible {
     }
 
     /// The reference as the Additional Layer Store path component: standard base64 (padded) of ``description``.
-    public var base64: String { Base64Encoding.encode(Array(description.utf8)) }
+    public var base64: String { Base64.encode(Array(description.utf8)) }
 
     static func isValidTag(_ t: String) -> Bool {
         let b = Array(t.utf8)
@@ -166,26 +166,4 @@ public struct ReferenceError: Error, CustomStringConvertible, Equatable, Sendabl
     public var message: String
     init(_ message: String) { self.message = message }
     public var description: String { message }
-}
-
-/// Standard base64 with padding.
-enum Base64Encoding {
-    private static let alphabet = Array("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/".utf8)
-
-    static func encode(_ bytes: [UInt8]) -> String {
-        var out: [UInt8] = []
-        out.reserveCapacity((bytes.count + 2) / 3 * 4)
-        var i = 0
-        while i < bytes.count {
-            let b0 = bytes[i]
-            let b1 = i + 1 < bytes.count ? bytes[i + 1] : 0
-            let b2 = i + 2 < bytes.count ? bytes[i + 2] : 0
-            out.append(alphabet[Int(b0 >> 2)])
-            out.append(alphabet[Int((b0 & 3) << 4 | b1 >> 4)])
-            out.append(i + 1 < bytes.count ? alphabet[Int((b1 & 15) << 2 | b2 >> 6)] : 61)
-            out.append(i + 2 < bytes.count ? alphabet[Int(b2 & 63)] : 61)
-            i += 3
-        }
-        return String(decoding: out, as: UTF8.self)
-    }
 }
