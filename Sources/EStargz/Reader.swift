@@ -200,6 +200,11 @@ public final class EStargzReader: Sendable {
     /// The chunk of `node` that holds file offset `offset`.
     public func chunk(of node: EntryID, containing offset: Int64) -> Chunk? {
         let cs = chunks(of: node)
+        return Self.chunkIndex(cs, containing: offset).map { cs[$0] }
+    }
+
+    /// The index of the chunk in `cs` (file order) that holds file offset `offset`.
+    static func chunkIndex(_ cs: [Chunk], containing offset: Int64) -> Int? {
         var lo = 0
         var hi = cs.count
         while lo < hi {
@@ -207,7 +212,7 @@ public final class EStargzReader: Sendable {
             if cs[mid].fileOffset + cs[mid].size <= offset { lo = mid + 1 } else { hi = mid }
         }
         guard lo < cs.count, cs[lo].fileOffset <= offset, offset < cs[lo].fileOffset + cs[lo].size else { return nil }
-        return cs[lo]
+        return lo
     }
 
     /// Fetches and decompresses a chunk, verifying it (unless verification is off).
@@ -295,16 +300,22 @@ public final class EStargzReader: Sendable {
         guard offset < end else { return [] }
         var out: [UInt8] = []
         out.reserveCapacity(Int(end - offset))
+        // The chunk map is built once; the chunks tile the file (checked at parse), so the ones after the
+        // first follow in order.
+        let cs = chunks(of: node)
         var pos = offset
+        var i = Self.chunkIndex(cs, containing: pos)
         while pos < end {
-            guard let c = chunk(of: node, containing: pos) else {
+            guard let k = i, k < cs.count, cs[k].fileOffset <= pos, pos < cs[k].fileOffset + cs[k].size else {
                 throw EStargzError(.invalidEntry, "\"\(toc.path(node))\": no chunk holds file offset \(pos)")
             }
+            let c = cs[k]
             let data = try chunkData(c)
             let from = Int(pos - c.fileOffset)
             let to = Int(min(end, c.fileOffset + c.size) - c.fileOffset)
             out.append(contentsOf: data[from..<to])
             pos = c.fileOffset + Int64(to)
+            i = k + 1
         }
         return out
     }
