@@ -42,16 +42,7 @@ func withRegistryClient<T>(_ options: RegistryOptions, _ body: (RegistryClient) 
         return r
     } catch {
         try? await client.shutdown()
-        switch error {
-        case let e as RegistryError:
-            Terminal.error(e.description)
-            throw ExitCode.failure
-        case let e as EStargzError:
-            Terminal.error(e.description)
-            throw ExitCode.failure
-        default:
-            throw error
-        }
+        throw reported(error)
     }
 }
 
@@ -72,40 +63,19 @@ struct ImageConvertCommand: AsyncParsableCommand {
     @Flag(help: "Convert every platform of an index and push a new index.")
     var allPlatforms = false
 
-    @Option(help: "A file listing paths to put first in every layer, one per line.")
-    var prioritizedFiles: String?
-
-    @Flag(help: "Write zstd:chunked layers instead of gzip eStargz.")
-    var zstdChunked = false
-
-    @Option(help: "The largest chunk of a file in one compressed member, in bytes.")
-    var chunkSize: Int = WriterOptions.defaultChunkSize
-
-    @Option(help: "The compression level (gzip 0-9, default 9; zstd 1-22, default 3).")
-    var compressionLevel: Int?
+    @OptionGroup var layer: LayerOptions
 
     @OptionGroup var registry: RegistryOptions
 
     func validate() throws {
         if platform != nil && allPlatforms { throw ValidationError("--platform and --all-platforms exclude each other") }
         if let p = platform, Platform(parsing: p) == nil { throw ValidationError("--platform \"\(p)\" is not os/arch[/variant]") }
-        guard chunkSize > 0 else { throw ValidationError("--chunk-size must be positive") }
     }
 
     func run() async throws {
         let src = try parseReference(source)
         let dst = try parseReference(destination)
-        var prio: [String] = []
-        if let p = prioritizedFiles {
-            guard let text = try? String(contentsOfFile: p, encoding: .utf8) else {
-                throw ValidationError("cannot read the prioritized files list \(p)")
-            }
-            prio = text.split(whereSeparator: \.isNewline).map { $0.trimmingCharacters(in: .whitespaces) }
-                .filter { !$0.isEmpty && !$0.hasPrefix("#") }
-        }
-        let writer = WriterOptions(
-            chunkSize: chunkSize, compressionLevel: compressionLevel, prioritizedFiles: prio,
-            compression: zstdChunked ? .zstd : .gzip)
+        let writer = try layer.writerOptions()
         let options = ImageConvertOptions(
             writer: writer, platform: platform.flatMap(Platform.init(parsing:)) ?? .current, allPlatforms: allPlatforms)
         let tty = Terminal.isTTY(1)

@@ -3,6 +3,7 @@ public import ArgumentParser
 import EStargz
 import Foundation
 import OCI
+import Registry
 
 /// `stargz`: the eStargz toolbox.
 @available(macOS 10.15, macCatalyst 13, iOS 13, tvOS 13, watchOS 6, *)
@@ -27,19 +28,19 @@ public enum StargzVersion {
 
 /// Runs `body`, turning library errors into a one-line message on stderr and exit status 1.
 func reportingErrors<T>(_ body: () throws -> T) throws -> T {
-    do {
-        return try body()
-    } catch let e as EStargzError {
-        Terminal.error(e.description)
-        throw ExitCode.failure
-    } catch let e as ExitCode {
-        throw e
-    } catch let e as ValidationError {
-        throw e
-    } catch {
-        Terminal.error("\(error)")
-        throw ExitCode.failure
+    do { return try body() } catch { throw reported(error) }
+}
+
+/// The error a command throws for `error`: usage errors, exit codes and cancellation pass through; anything
+/// else is printed as one line on stderr and becomes exit status 1.
+func reported(_ error: any Error) -> any Error {
+    switch error {
+    case is ExitCode, is ValidationError, is CancellationError: return error
+    case let e as EStargzError: Terminal.error(e.description)
+    case let e as RegistryError: Terminal.error(e.description)
+    default: Terminal.error("\(error)")
     }
+    return ExitCode.failure
 }
 
 struct ConvertCommand: ParsableCommand {
@@ -53,17 +54,7 @@ struct ConvertCommand: ParsableCommand {
     @Argument(help: "The output blob, or - for standard output.")
     var output: String
 
-    @Option(help: "The largest chunk of a file in one compressed member, in bytes.")
-    var chunkSize: Int = WriterOptions.defaultChunkSize
-
-    @Option(help: "The compression level (gzip 0-9, default 9; zstd 1-22, default 3).")
-    var compressionLevel: Int?
-
-    @Option(help: "A file listing paths to put first, one per line; a .prefetch.landmark follows them.")
-    var prioritizedFiles: String?
-
-    @Flag(help: "Write zstd:chunked instead of gzip eStargz.")
-    var zstdChunked = false
+    @OptionGroup var layer: LayerOptions
 
     @Option(help: "Parallel compression workers (default: all cores); the output does not depend on it.")
     var workers: Int?
@@ -72,30 +63,12 @@ struct ConvertCommand: ParsableCommand {
     var json = false
 
     func validate() throws {
-        guard chunkSize > 0 else { throw ValidationError("--chunk-size must be positive") }
-        if let l = compressionLevel {
-            if zstdChunked {
-                guard (1...22).contains(l) else { throw ValidationError("--compression-level for zstd must be 1-22") }
-            } else {
-                guard (0...9).contains(l) else { throw ValidationError("--compression-level for gzip must be 0-9") }
-            }
-        }
         if let w = workers, w < 1 { throw ValidationError("--workers must be at least 1") }
     }
 
     func run() throws {
         try reportingErrors {
-            var prio: [String] = []
-            if let p = prioritizedFiles {
-                guard let text = try? String(contentsOfFile: p, encoding: .utf8) else {
-                    throw ValidationError("cannot read the prioritized files list \(p)")
-                }
-                prio = text.split(whereSeparator: \.isNewline).map { $0.trimmingCharacters(in: .whitespaces) }
-                    .filter { !$0.isEmpty && !$0.hasPrefix("#") }
-            }
-            let options = WriterOptions(
-                chunkSize: chunkSize, compressionLevel: compressionLevel, prioritizedFiles: prio,
-                compression: zstdChunked ? .zstd : .gzip, workers: workers)
+            let options = try layer.writerOptions(workers: workers)
             let bar = output != "-" && Terminal.isTTY(1) ? ProgressBar(label: "converting") : nil
             let start = ContinuousClock.now
             let result = try EStargzWriter.build(input: input, output: output, options: options) { done, total in
