@@ -12,26 +12,7 @@ public final class FaultProxy: Sendable {
     /// (`--fail-status 500 --fail-times 2`, `--cut-after 1000 --cut-times 1`, `--ignore-range`, …).
     public init(upstream: String, _ faults: [String]) throws {
         let script = Paths.repoRoot.appendingPathComponent("scripts/testing/faultproxy.py").path
-        let p = Process()
-        p.executableURL = URL(fileURLWithPath: "/usr/bin/python3")
-        p.arguments = [script, upstream] + faults
-        let out = Pipe()
-        p.standardOutput = out
-        p.standardError = FileHandle.nullDevice
-        try p.run()
-        var line = ""
-        while !line.contains("\n") {
-            let d = out.fileHandleForReading.availableData
-            if d.isEmpty {
-                p.terminate()
-                throw SupportError("faultproxy.py did not start")
-            }
-            line += String(decoding: d, as: UTF8.self)
-        }
-        guard let port = line.split(separator: " ").last.flatMap({ Int($0.trimmingCharacters(in: .whitespacesAndNewlines)) }) else {
-            p.terminate()
-            throw SupportError("faultproxy.py said \(line)")
-        }
+        let (p, port) = try startScript("/usr/bin/python3", [script, upstream] + faults)
         host = "127.0.0.1:\(port)"
         process = Mutex(p)
     }
