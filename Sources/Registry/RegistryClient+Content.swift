@@ -147,6 +147,7 @@ extension RegistryClient {
             var call = Call(
                 method: .GET, host: host, repository: ref.repository, actions: "pull",
                 path: "/v2/\(ref.repository)/blobs/\(digest)", timeout: configuration.fetchTimeout)
+            call.redirectKey = "\(host)/\(ref.repository)@\(digest)"
             if received > 0 { call.headers.append(("Range", "bytes=\(received)-")) }
             do {
                 let response = try await send(call)
@@ -233,10 +234,11 @@ extension RegistryClient {
         guard length > 0 else { return [] }
         var attempts = 0
         while true {
-            let call = Call(
+            var call = Call(
                 method: .GET, host: ref.registry, repository: ref.repository, actions: "pull",
                 path: "/v2/\(ref.repository)/blobs/\(digest)",
                 headers: [("Range", "bytes=\(offset)-\(offset + Int64(length) - 1)")], timeout: configuration.fetchTimeout)
+            call.redirectKey = "\(ref.registry)/\(ref.repository)@\(digest)"
             do {
                 let response = try await send(call)
                 let status = Int(response.status.code)
@@ -286,8 +288,55 @@ extension RegistryClient {
     // MARK: Push
 
     /// Uploads a blob from a file unless the repository has it; mounts it from `mountFrom` when possible.
+    ///
+    /// One `PUT` by default; `PATCH` chunks when the blob is larger than the configured chunk size, or when
+    /// the registry refuses the single `PUT` as too large (413).
     public func pushBlob(_ ref: Reference, path: String, descriptor d: Descriptor, mountFrom: Reference? = nil) async throws {
         if try await blobSize(ref, d.digest) != nil { return }
+        guard let size = (try? FileManager.default.attributesOfItem(atPath: path)[.size] as? NSNumber)?.int64Value else {
+            throw RegistryError(.invalidConfiguration, "cannot read \(path)")
+        }
+        guard size == d.size else {
+            throw RegistryError(.invalidConfiguration, "\(path) has \(size) bytes, not the \(d.size) of blob \(d.digest)")
+        }
+        guard let location = try await startUpload(ref, d, mountFrom: mountFrom) else { return }  // mounted
+        if let chunk = configuration.uploadChunkSize, size > Int64(chunk) {
+            try await uploadChunked(ref, d, path: path, size: size, chunk: Int64(chunk), location: location)
+            return
+        }
+        var put = Call(
+            method: .PUT, host: ref.registry, repository: ref.repository, actions: "pull,push",
+            path: Self.appendingDigest(location, d.digest), headers: [("Content-Type", "application/octet-stream")],
+            timeout: configuration.fetchTimeout)
+        put.file = FileChunks(path: path, offset: 0, length: size)
+        put.idempotent = false
+        let response = try await send(put)
+        if response.status.code == 413 {
+            _ = try? await response.body.collect(upTo: 1 << 16)
+            logger.debug("blob too large for one PUT; uploading in chunks", metadata: ["layer.digest": "\(d.digest)"])
+            guard let again = try await startUpload(ref, d, mountFrom: nil) else { return }
+            try await uploadChunked(ref, d, path: path, size: size, chunk: 32 << 20, location: again)
+            return
+        }
+        _ = try await expect(response, [201], what: "uploading blob \(d.digest) to \(ref.name)")
+    }
+
+    /// Uploads a small blob from memory.
+    public func pushBlob(_ ref: Reference, bytes: [UInt8], descriptor d: Descriptor) async throws {
+        if try await blobSize(ref, d.digest) != nil { return }
+        guard let location = try await startUpload(ref, d, mountFrom: nil) else { return }
+        var put = Call(
+            method: .PUT, host: ref.registry, repository: ref.repository, actions: "pull,push",
+            path: Self.appendingDigest(location, d.digest), headers: [("Content-Type", "application/octet-stream")],
+            timeout: configuration.fetchTimeout)
+        put.body = bytes
+        put.idempotent = false
+        _ = try await expect(try await send(put), [201], what: "uploading blob \(d.digest) to \(ref.name)")
+    }
+
+    /// Opens an upload session (or mounts the blob from another repository of the registry): the upload
+    /// URL, or nil when the blob was mounted.
+    private func startUpload(_ ref: Reference, _ d: Descriptor, mountFrom: Reference?) async throws -> String? {
         var start = Call(
             method: .POST, host: ref.registry, repository: ref.repository, actions: "pull,push",
             path: "/v2/\(ref.repository)/blobs/uploads/", timeout: configuration.requestTimeout)
@@ -297,48 +346,47 @@ extension RegistryClient {
         let r = try await send(start)
         if r.status.code == 201 {
             _ = try? await r.body.collect(upTo: 1 << 16)
-            return  // mounted
+            return nil
         }
-        _ = try await expect(r, [202], what: "starting an upload to \(ref.name)")
-        guard let location = r.headers.first(name: "Location") else {
-            throw RegistryError(.badResponse, "upload to \(ref.name): no Location")
-        }
-        let base = location.hasPrefix("http") ? location : baseURL(ref.registry) + location
-        let url = base + (base.contains("?") ? "&" : "?") + "digest=\(d.digest)"
-        // A monolithic PUT, streamed from the file.
-        guard let size = try? FileManager.default.attributesOfItem(atPath: path)[.size] as? Int64 else {
-            throw RegistryError(.invalidConfiguration, "cannot read \(path)")
-        }
-        var req = HTTPClientRequest(url: url)
-        req.method = .PUT
-        req.headers.add(name: "User-Agent", value: configuration.userAgent)
-        req.headers.add(name: "Content-Type", value: "application/octet-stream")
-        if let auth = await tokens.authorization(host: ref.registry, scope: "repository:\(ref.repository):pull,push") {
-            req.headers.add(name: "Authorization", value: auth)
-        }
-        req.body = .stream(FileChunks(path: path), length: .known(size))
-        let put = try await http.execute(req, timeout: .seconds(Int64(configuration.fetchTimeout.components.seconds)))
-        _ = try await expect(put, [201], what: "uploading blob \(d.digest) to \(ref.name)")
+        _ = try await expect(r, [202], what: "starting an upload of \(d.digest) to \(ref.name)")
+        return try uploadLocation(r, ref)
     }
 
-    /// Uploads a small blob from memory.
-    public func pushBlob(_ ref: Reference, bytes: [UInt8], descriptor d: Descriptor) async throws {
-        if try await blobSize(ref, d.digest) != nil { return }
-        let start = Call(
-            method: .POST, host: ref.registry, repository: ref.repository, actions: "pull,push",
-            path: "/v2/\(ref.repository)/blobs/uploads/", timeout: configuration.requestTimeout)
-        let r = try await send(start)
-        _ = try await expect(r, [202], what: "starting an upload to \(ref.name)")
-        guard let location = r.headers.first(name: "Location") else {
-            throw RegistryError(.badResponse, "upload to \(ref.name): no Location")
+    private func uploadLocation(_ r: HTTPClientResponse, _ ref: Reference) throws -> String {
+        guard let location = r.headers.first(name: "Location"), !location.isEmpty else {
+            throw RegistryError(.badResponse, "upload to \(ref.name): the registry sent no Location")
         }
-        let url = location + (location.contains("?") ? "&" : "?") + "digest=\(d.digest)"
-        var put = Call(
-            method: .PUT, host: ref.registry, repository: ref.repository, actions: "pull,push", path: url,
-            headers: [("Content-Type", "application/octet-stream")], timeout: configuration.fetchTimeout)
-        put.body = bytes
-        put.idempotent = false
-        _ = try await expect(try await send(put), [201], what: "uploading blob \(d.digest) to \(ref.name)")
+        return location.hasPrefix("http://") || location.hasPrefix("https://") ? location : baseURL(ref.registry) + location
+    }
+
+    /// `PATCH`es the file in chunks (each to the Location the previous one returned), then closes the
+    /// upload with a `PUT ?digest=`.
+    private func uploadChunked(
+        _ ref: Reference, _ d: Descriptor, path: String, size: Int64, chunk: Int64, location start: String
+    ) async throws {
+        var location = start
+        var offset: Int64 = 0
+        while offset < size {
+            let n = min(chunk, size - offset)
+            var patch = Call(
+                method: .PATCH, host: ref.registry, repository: ref.repository, actions: "pull,push", path: location,
+                headers: [("Content-Type", "application/octet-stream"), ("Content-Range", "\(offset)-\(offset + n - 1)")],
+                timeout: configuration.fetchTimeout)
+            patch.file = FileChunks(path: path, offset: offset, length: n)
+            patch.idempotent = false
+            let r = try await send(patch)
+            _ = try await expect(r, [202], what: "uploading bytes \(offset)-\(offset + n - 1) of blob \(d.digest) to \(ref.name)")
+            location = try uploadLocation(r, ref)
+            offset += n
+        }
+        let put = Call(
+            method: .PUT, host: ref.registry, repository: ref.repository, actions: "pull,push",
+            path: Self.appendingDigest(location, d.digest), timeout: configuration.requestTimeout)
+        _ = try await expect(try await send(put), [201], what: "closing the upload of blob \(d.digest) to \(ref.name)")
+    }
+
+    static func appendingDigest(_ location: String, _ digest: Digest) -> String {
+        location + (location.contains("?") ? "&" : "?") + "digest=\(digest)"
     }
 
     /// Pushes a manifest or index under the reference's tag (or its digest) and returns its digest.
@@ -355,21 +403,32 @@ extension RegistryClient {
     }
 }
 
-/// A file read in 1 MiB pieces, as an HTTP request body.
+/// A byte range of a file read in 1 MiB pieces, as an HTTP request body. Each iteration opens the file
+/// anew, so a request can be sent again.
 struct FileChunks: AsyncSequence, Sendable {
     typealias Element = ByteBuffer
     let path: String
+    let offset: Int64
+    let length: Int64
 
     struct AsyncIterator: AsyncIteratorProtocol {
         let handle: FileHandle?
+        var left: Int64
         mutating func next() async throws -> ByteBuffer? {
-            guard let handle, let data = try handle.read(upToCount: 1 << 20), !data.isEmpty else {
+            guard let handle, left > 0,
+                let data = try handle.read(upToCount: Int(Swift.min(left, 1 << 20))), !data.isEmpty
+            else {
                 try? handle?.close()
                 return nil
             }
+            left -= Int64(data.count)
             return ByteBuffer(bytes: data)
         }
     }
 
-    func makeAsyncIterator() -> AsyncIterator { AsyncIterator(handle: FileHandle(forReadingAtPath: path)) }
+    func makeAsyncIterator() -> AsyncIterator {
+        let h = FileHandle(forReadingAtPath: path)
+        if offset > 0 { try? h?.seek(toOffset: UInt64(offset)) }
+        return AsyncIterator(handle: h, left: length)
+    }
 }

@@ -25,10 +25,11 @@ extension RegistryClient {
             }
         }
         let spec = wanted.map { "\($0.lowerBound)-\($0.upperBound - 1)" }.joined(separator: ",")
-        let call = Call(
+        var call = Call(
             method: .GET, host: ref.registry, repository: ref.repository, actions: "pull",
             path: "/v2/\(ref.repository)/blobs/\(digest)", headers: [("Range", "bytes=\(spec)")],
             timeout: configuration.fetchTimeout)
+        call.redirectKey = "\(ref.registry)/\(ref.repository)@\(digest)"
         let response = try await send(call)
         let status = Int(response.status.code)
         let total = wanted.reduce(0) { $0 + Int($1.count) }

@@ -22,6 +22,7 @@ public final class RegistryClient: Sendable {
     let http: HTTPClient
     let tokens = TokenCache()
     let singleRangeBlobs = KeySet()
+    let redirects = RedirectCache()
     let logger: Logger
 
     /// Creates a client with its own HTTP connection pool.
@@ -56,9 +57,13 @@ public final class RegistryClient: Sendable {
         var path: String
         var headers: [(String, String)] = []
         var body: [UInt8]? = nil
+        /// A body streamed from a file range instead (re-read on every attempt).
+        var file: FileChunks? = nil
         var timeout: Duration
         /// Whether the request may be repeated after a failure (not for body streams).
         var idempotent = true
+        /// For blob GETs: where a redirect to blob storage is remembered and reused.
+        var redirectKey: String? = nil
     }
 
     func baseURL(_ host: String) -> String {
@@ -75,9 +80,17 @@ public final class RegistryClient: Sendable {
     func send(_ call: Call) async throws -> HTTPClientResponse {
         var attempt = 0
         var authRetried = false
-        var url = call.path.hasPrefix("http://") || call.path.hasPrefix("https://") ? call.path : baseURL(call.host) + call.path
-        var redirects = 0
+        let origin = call.path.hasPrefix("http://") || call.path.hasPrefix("https://") ? call.path : baseURL(call.host) + call.path
+        var url = origin
+        var redirectCount = 0
         var sendAuth = true
+        var fromCache = false
+        var freshAuth: String? = nil  // what the last challenge earned, used for this call even if short-lived
+        if let key = call.redirectKey, let cached = await redirects.url(for: key) {
+            url = cached
+            sendAuth = hostPart(cached) == hostPart(origin)
+            fromCache = true
+        }
         while true {
             try Task.checkCancellation()
             var req = HTTPClientRequest(url: url)
@@ -85,10 +98,12 @@ public final class RegistryClient: Sendable {
             req.headers.add(name: "User-Agent", value: configuration.userAgent)
             for (k, v) in configuration.host(call.host).headers { req.headers.add(name: k, value: v) }
             for (k, v) in call.headers { req.headers.add(name: k, value: v) }
-            if sendAuth, let auth = await tokens.authorization(host: call.host, scope: scope(call)) {
+            if sendAuth, let auth = try await authorization(call, fresh: freshAuth) {
                 req.headers.add(name: "Authorization", value: auth)
             }
-            if let b = call.body {
+            if let f = call.file {
+                req.body = .stream(f, length: .known(f.length))
+            } else if let b = call.body {
                 req.body = .bytes(ByteBuffer(bytes: b))
                 req.headers.replaceOrAdd(name: "Content-Length", value: String(b.count))
             } else if call.method == .PUT || call.method == .POST || call.method == .PATCH {
@@ -100,6 +115,11 @@ public final class RegistryClient: Sendable {
             } catch let e as CancellationError {
                 throw e
             } catch {
+                if fromCache, let key = call.redirectKey {
+                    // The storage URL may have gone stale; ask the registry again.
+                    await redirects.remove(key)
+                    (url, sendAuth, fromCache) = (origin, true, false)
+                }
                 attempt += 1
                 guard call.idempotent, attempt <= configuration.maxRetries else {
                     throw RegistryError(
@@ -110,19 +130,27 @@ public final class RegistryClient: Sendable {
                 continue
             }
             let status = Int(response.status.code)
+            if fromCache, let key = call.redirectKey, (400..<500).contains(status) && status != 416 {
+                // An expired or revoked storage URL: forget it and go through the registry.
+                _ = try? await response.body.collect(upTo: 1 << 20)
+                await redirects.remove(key)
+                (url, sendAuth, fromCache) = (origin, true, false)
+                logger.debug("cached blob URL refused; asking the registry again", metadata: ["http.status": "\(status)"])
+                continue
+            }
             switch status {
             case 401 where !authRetried:
                 authRetried = true
                 let challenge = response.headers.first(name: "WWW-Authenticate") ?? ""
                 _ = try? await response.body.collect(upTo: 1 << 20)
-                try await authenticate(call, challenge: challenge, status: status)
+                freshAuth = try await authenticate(call, challenge: challenge, status: status)
                 continue
             case 301, 302, 303, 307, 308:
                 _ = try? await response.body.collect(upTo: 1 << 20)
-                guard let loc = response.headers.first(name: "Location"), redirects < 10 else {
+                guard let loc = response.headers.first(name: "Location"), redirectCount < 10 else {
                     throw RegistryError(.badResponse, "\(call.method) \(redact(url)): redirect without a Location", status: status)
                 }
-                redirects += 1
+                redirectCount += 1
                 let next = resolve(location: loc, against: url)
                 // Never carry credentials to another host.
                 if hostPart(next) != hostPart(url) { sendAuth = false }
@@ -139,6 +167,9 @@ public final class RegistryClient: Sendable {
                 try await backoff(attempt, retryAfter: retryAfter)
                 continue
             default:
+                if redirectCount > 0, let key = call.redirectKey, (200..<300).contains(status) {
+                    await redirects.store(key, url: url, lifetime: configuration.redirectLifetime)
+                }
                 return response
             }
         }
@@ -169,8 +200,14 @@ public final class RegistryClient: Sendable {
     /// The URL without its query (signed redirect URLs carry secrets there).
     func redact(_ url: String) -> String { url.split(separator: "?", maxSplits: 1).first.map(String.init) ?? url }
 
-    /// Answers a 401 challenge: gets a bearer token or settles on basic credentials.
-    private func authenticate(_ call: Call, challenge: String, status: Int) async throws {
+    private func authorization(_ call: Call, fresh: String?) async throws -> String? {
+        if let fresh { return fresh }
+        return await tokens.authorization(host: call.host, scope: scope(call))
+    }
+
+    /// Answers a 401 challenge: gets a bearer token or settles on basic credentials; returns the
+    /// `Authorization` value to retry with.
+    private func authenticate(_ call: Call, challenge: String, status: Int) async throws -> String {
         let c = AuthChallenge(challenge)
         let cred = try credentials.credential(for: call.host)
         switch c.scheme {
@@ -181,12 +218,14 @@ public final class RegistryClient: Sendable {
             let token = try await fetchToken(
                 realm: realm, service: c.parameters["service"], scope: scope(call), credential: cred, host: call.host)
             await tokens.store(host: call.host, scope: scope(call), value: "Bearer \(token.token)", expiresIn: token.expiresIn)
+            return "Bearer \(token.token)"
         case "basic":
             guard let cred else {
                 throw RegistryError(.unauthorized, "\(call.host) asks for basic authentication and no credentials were found for it", status: status)
             }
             let raw = Data("\(cred.username):\(cred.password)".utf8).base64EncodedString()
             await tokens.store(host: call.host, scope: nil, value: "Basic \(raw)", expiresIn: nil)
+            return "Basic \(raw)"
         default:
             throw RegistryError(.unauthorized, "\(call.host) answered 401 with an unsupported challenge \"\(challenge)\"", status: status)
         }
@@ -311,9 +350,10 @@ actor TokenCache {
             basic[host] = value
             return
         }
-        // Refresh a little before the server's expiry (60 s default, as the distribution spec says).
-        let life = max(1, (expiresIn ?? 60) - 5)
-        entries["\(host) \(scope)"] = Entry(value: value, expires: .now + .seconds(life))
+        // Refresh 5 s before the server's expiry (60 s when it names none, as the distribution spec says);
+        // a token that lives 5 s or less is used for the request at hand only.
+        let life = (expiresIn ?? 60) - 5
+        entries["\(host) \(scope)"] = Entry(value: value, expires: .now + .seconds(max(0, life)))
     }
 }
 

@@ -45,13 +45,20 @@ public struct RegistryConfiguration: Sendable {
     public var retryBaseDelay: Duration
     /// The User-Agent header.
     public var userAgent: String
+    /// Blobs larger than this are uploaded in chunks (`PATCH`); nil uploads them with one `PUT`, falling
+    /// back to 32 MiB chunks if the registry answers 413 (request entity too large).
+    public var uploadChunkSize: Int?
+    /// How long a redirected blob URL (blob storage) is reused when it carries no expiry of its own.
+    public var redirectLifetime: Duration
 
     /// Creates a configuration.
     public init(
         hosts: [String: HostConfiguration] = [:], requestTimeout: Duration = .seconds(30),
         fetchTimeout: Duration = .seconds(300), maxRetries: Int = 5, retryBaseDelay: Duration = .milliseconds(200),
-        userAgent: String = "stargz-swift/0.1"
+        userAgent: String = "stargz-swift/0.1", uploadChunkSize: Int? = nil, redirectLifetime: Duration = .seconds(600)
     ) {
+        self.uploadChunkSize = uploadChunkSize.map { max(1, $0) }
+        self.redirectLifetime = redirectLifetime
         self.hosts = hosts
         self.requestTimeout = requestTimeout
         self.fetchTimeout = fetchTimeout

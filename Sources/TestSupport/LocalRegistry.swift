@@ -29,6 +29,17 @@ public final class LocalRegistry: Sendable {
 
     deinit { stop() }
 
+    /// How many tokens the token server has issued (token auth only).
+    public func tokensIssued() throws -> Int {
+        guard let t = tokenServer else { throw SupportError("this registry has no token server") }
+        let reply = try httpGet(t, "/__stats")
+        guard let split = reply.range(of: "\r\n\r\n"),
+            let obj = try JSONSerialization.jsonObject(with: Data(reply[split.upperBound...].utf8)) as? [String: Int],
+            let n = obj["tokens"]
+        else { throw SupportError("bad stats reply: \(reply)") }
+        return n
+    }
+
     /// Starts a registry; with `basicAuth`, behind htpasswd basic authentication; with `tokenAuth`, behind a
     /// token server (scripts/testing/tokenserver.py) that gives `user:password` tokens of `lifetime` seconds.
     public static func start(

@@ -140,7 +140,63 @@ struct FaultTests {
             #expect(rr == Array(s.blob[9..<108]))
             let fb = try await c.fetchBlob(ref, s.layer)
             #expect(fb == s.blob)
-            #expect(try proxy.stats()["redirects"] ?? 0 >= 2)
+            for off in stride(from: 0, to: 50_000, by: 10_000) {
+                #expect(try await c.readRange(ref, s.layer.digest, offset: Int64(off), length: 4096) == Array(s.blob[off..<(off + 4096)]))
+            }
+            let many = try await c.readRanges(ref, s.layer.digest, [0..<10, 1000..<2000])
+            #expect(many == [Array(s.blob[0..<10]), Array(s.blob[1000..<2000])])
+            // The storage URL is reused until it expires: one redirect for all eight reads.
+            #expect(try proxy.stats()["redirects"] == 1)
+        }
+    }
+
+    @Test("a redirected URL is reused only while its own expiry allows", arguments: [(-10, 4), (3600, 1)])
+    func redirectExpiry(_ expires: Int, _ redirects: Int) async throws {
+        let s = try await setup()
+        defer { s.registry.stop() }
+        let proxy = try FaultProxy(upstream: s.registry.host, ["--redirect-blobs", "--redirect-expires", "\(expires)"])
+        try await withClient(proxy.host) { (c: RegistryClient) async throws in
+            let ref = via(proxy, s.ref)
+            for off in [0, 100, 1000, 10_000] {
+                #expect(try await c.readRange(ref, s.layer.digest, offset: Int64(off), length: 99) == Array(s.blob[off..<(off + 99)]))
+            }
+            #expect(try proxy.stats()["redirects"] == redirects)
+        }
+    }
+
+    @Test("chunked uploads: PATCH chunks then PUT; a 413 to a single PUT falls back to chunks")
+    func chunkedUpload() async throws {
+        let s = try await setup()
+        defer { s.registry.stop() }
+        try await withTempDir { dir in
+            let path = dir + "/blob"
+            var bytes = [UInt8](repeating: 0, count: 300_001)
+            for i in bytes.indices { bytes[i] = UInt8(truncatingIfNeeded: i &* 31 &+ i >> 9) }
+            try Data(bytes).write(to: URL(fileURLWithPath: path))
+            let d = Descriptor(mediaType: MediaType.ociLayerGzip, digest: Digest.sha256(of: bytes), size: Int64(bytes.count))
+            let proxy = try FaultProxy(upstream: s.registry.host, [])
+            let chunked = RegistryClient(configuration: RegistryConfiguration(
+                hosts: [proxy.host: HostConfiguration(insecure: true)], maxRetries: 2, retryBaseDelay: .milliseconds(5),
+                uploadChunkSize: 64 * 1024))
+            let ref = Reference(registry: proxy.host, repository: "faults/chunked", tag: "x")
+            try await chunked.pushBlob(ref, path: path, descriptor: d)
+            #expect(try await chunked.fetchBlob(ref, d) == bytes)
+            #expect(try proxy.stats()["PATCH"] == 5)
+            try await chunked.shutdown()
+
+            // A registry (or proxy) that refuses a large single PUT with 413.
+            var d2 = d
+            bytes[7] ^= 0xff
+            try Data(bytes).write(to: URL(fileURLWithPath: path))
+            d2.digest = Digest.sha256(of: bytes)
+            let refusing = try FaultProxy(upstream: s.registry.host, ["--match", "digest=", "--fail-status", "413", "--fail-times", "1"])
+            try await withClient(refusing.host) { (c: RegistryClient) async throws in
+                let r2 = Reference(registry: refusing.host, repository: "faults/chunked", tag: "y")
+                try await c.pushBlob(r2, path: path, descriptor: d2)
+                #expect(try await c.fetchBlob(r2, d2) == bytes)
+                #expect(try refusing.stats()["faults"] == 1)
+                #expect(try refusing.stats()["PATCH"] == 1)
+            }
         }
     }
 

@@ -10,10 +10,14 @@ import Testing
 /// Everything here talks to a real docker-registry on 127.0.0.1.
 @Suite("Registry (real docker-registry)")
 struct RegistryTests {
-    func client(_ registry: LocalRegistry, credentials: CredentialStore = CredentialStore(files: [])) -> RegistryClient {
-        RegistryClient(
+    func client(
+        _ registry: LocalRegistry, credentials: CredentialStore = CredentialStore(files: []), extraInsecure: String? = nil
+    ) -> RegistryClient {
+        var hosts = [registry.host: HostConfiguration(insecure: true)]
+        if let h = extraInsecure { hosts[h] = HostConfiguration(insecure: true) }
+        return RegistryClient(
             configuration: RegistryConfiguration(
-                hosts: [registry.host: HostConfiguration(insecure: true)], maxRetries: 2,
+                hosts: hosts, maxRetries: 2,
                 retryBaseDelay: .milliseconds(10)),
             credentials: credentials)
     }
@@ -101,9 +105,12 @@ struct RegistryTests {
         let image = try await c.resolve(ref)
         let blob = try await c.fetchBlob(ref, image.decoded.layers[0])
         #expect(Digest.sha256(of: blob) == image.decoded.layers[0].digest)
+        // Tokens are reused while they live: more reads of the same repository ask for no new one.
+        let issued = try registry.tokensIssued()
+        for _ in 0..<3 { _ = try await c.fetchManifest(ref) }
+        _ = try await c.readRange(ref, image.decoded.layers[0].digest, offset: 1, length: 10)
+        #expect(try registry.tokensIssued() == issued)
         try await c.shutdown()
-        let stats = try httpGet(registry.tokenServer!, "/__stats")
-        #expect(stats.contains("\"tokens\""))
         // Wrong credentials: the token server refuses, a clear unauthorized error.
         let bad = client(registry, credentials: CredentialStore(files: [], explicit: [registry.host: Credential(username: "bob", password: "wrong")]))
         do {
@@ -117,6 +124,51 @@ struct RegistryTests {
         let anon = client(registry)
         await #expect(throws: RegistryError.self) { _ = try await anon.resolve(ref) }
         try await anon.shutdown()
+    }
+
+    @Test("short-lived tokens: a token about to expire is refreshed before the request, not after a failure")
+    func tokenExpiry() async throws {
+        // The token server says expires_in=3; the client refreshes 5 s before expiry, so every request needs a fresh token.
+        let registry = try LocalRegistry.start(tokenAuth: ("bob", "pw", 3))
+        defer { registry.stop() }
+        let creds = CredentialStore(files: [], explicit: [registry.host: Credential(username: "bob", password: "pw")])
+        let c = client(registry, credentials: creds)
+        let ref = try Reference("\(registry.host)/tok/short:v1")
+        try await TestImage.push(c, ref, layers: [TestImage.tar([("f", Array("short".utf8))])])
+        let before = try registry.tokensIssued()
+        for _ in 0..<4 { _ = try await c.fetchManifest(ref) }
+        // Each fetch drops the stale token before sending (never sends a token it knows has expired); the
+        // registry challenges the bare request, and one new token serves the retry.
+        #expect(try registry.tokensIssued() == before + 4)
+        try await c.shutdown()
+    }
+
+    @Test("a cached token the registry stops accepting mid-run is refreshed on its 401 and the request succeeds")
+    func tokenRefreshOn401() async throws {
+        let registry = try LocalRegistry.start(tokenAuth: ("bob", "pw", 300))
+        defer { registry.stop() }
+        let creds = CredentialStore(files: [], explicit: [registry.host: Credential(username: "bob", password: "pw")])
+        let c = client(registry, credentials: creds)
+        let ref = try Reference("\(registry.host)/tok/mid:v1")
+        try await TestImage.push(c, ref, layers: [TestImage.tar([("f", Array("mid".utf8))])])
+        try await c.shutdown()
+        // The proxy lets two manifest requests through (the bare one and the one with the new token), then
+        // treats the next as if its token had expired: the registry's own 401 challenge comes back.
+        let proxy = try FaultProxy(
+            upstream: registry.host, ["--match", "/manifests/", "--fail-status", "401", "--fail-times", "1", "--fail-skip", "2"])
+        defer { proxy.stop() }
+        let via = Reference(registry: proxy.host, repository: ref.repository, tag: ref.tag)
+        let pc = client(
+            registry, credentials: CredentialStore(files: [], explicit: [proxy.host: Credential(username: "bob", password: "pw")]),
+            extraInsecure: proxy.host)
+        let before = try registry.tokensIssued()
+        let first = try await pc.fetchManifest(via)
+        #expect(try registry.tokensIssued() == before + 1)
+        let second = try await pc.fetchManifest(via)
+        #expect(second.descriptor.digest == first.descriptor.digest)
+        #expect(try proxy.stats()["faults"] == 1)
+        #expect(try registry.tokensIssued() == before + 2)
+        try await pc.shutdown()
     }
 
     @Test("convert registry to registry: layers become eStargz, the reference accepts each, re-running is a no-op")

@@ -3,10 +3,15 @@
 """A fault-injecting HTTP proxy in front of a real registry, for tests (stdlib only).
 
 usage: faultproxy.py UPSTREAM_HOST:PORT [--match S] [--fail-status CODE --fail-times N]
-       [--cut-after BYTES --cut-times N] [--ignore-range] [--refuse-multirange] [--redirect-blobs]
-Prints "listening on PORT" when ready. GET /__stats answers {"requests": n, "faults": m}.
+       [--fail-skip N] [--cut-after BYTES --cut-times N] [--ignore-range] [--refuse-multirange]
+       [--redirect-blobs [--redirect-expires SECS]]
+--fail-status 401 forwards the request without its Authorization header, so the client gets the registry's
+own challenge (as it would for an expired token). --fail-skip lets N matching requests through first.
+--redirect-expires adds an Expires=<unix time> query parameter (as signed storage URLs carry) to redirects.
+Prints "listening on PORT" when ready. GET /__stats answers {"requests": n, "faults": m, "redirects": r,
+"multirange": k, "METHOD": count, ...}.
 """
-import argparse, http.client, http.server, json, os, signal, socket, sys, threading
+import argparse, http.client, http.server, json, os, signal, socket, sys, threading, time
 
 # The parent (a test process) may have SIGTERM blocked; a blocked mask is inherited across exec.
 signal.pthread_sigmask(signal.SIG_UNBLOCK, [signal.SIGTERM, signal.SIGINT])
@@ -17,6 +22,8 @@ ap.add_argument("upstream")
 ap.add_argument("--match", default="")
 ap.add_argument("--fail-status", type=int, default=0)
 ap.add_argument("--fail-times", type=int, default=0)
+ap.add_argument("--fail-skip", type=int, default=0)
+ap.add_argument("--redirect-expires", type=int, default=None)
 ap.add_argument("--cut-after", type=int, default=-1)
 ap.add_argument("--cut-times", type=int, default=0)
 ap.add_argument("--ignore-range", action="store_true")
@@ -30,6 +37,9 @@ stats = {"requests": 0, "faults": 0, "multirange": 0, "redirects": 0}
 
 def take(kind):
     with lock:
+        if kind == "fail" and args.fail_skip > 0:
+            args.fail_skip -= 1
+            return False
         if kind == "fail" and args.fail_times > 0:
             args.fail_times -= 1
             stats["faults"] += 1
@@ -61,10 +71,15 @@ class Handler(http.server.BaseHTTPRequestHandler):
             return self.reply(200, json.dumps(stats).encode(), [("Content-Type", "application/json")])
         with lock:
             stats["requests"] += 1
+            stats[self.command] = stats.get(self.command, 0) + 1
         length = int(self.headers.get("Content-Length") or 0)
         body = self.rfile.read(length) if length else None
         matched = args.match in self.path
+        strip_auth = False
         if matched and args.fail_status and take("fail"):
+            if args.fail_status == 401:
+                strip_auth = True
+                return self.forward(body, strip_auth, matched)
             err = json.dumps({"errors": [{"code": "INJECTED", "message": "injected fault"}]}).encode()
             return self.reply(args.fail_status, err, [("Content-Type", "application/json"), ("Retry-After", "0")])
         rng = self.headers.get("Range")
@@ -76,8 +91,16 @@ class Handler(http.server.BaseHTTPRequestHandler):
         if args.redirect_blobs and self.command == "GET" and "/blobs/sha256:" in self.path and "/uploads/" not in self.path:
             with lock:
                 stats["redirects"] += 1
-            return self.reply(307, b"", [("Location", "http://%s%s?signature=secret" % (args.upstream, self.path))])
+            target = "http://%s%s?signature=secret" % (args.upstream, self.path)
+            if args.redirect_expires is not None:
+                target += "&Expires=%d" % (int(time.time()) + args.redirect_expires)
+            return self.reply(307, b"", [("Location", target)])
+        return self.forward(body, strip_auth, matched)
+
+    def forward(self, body, strip_auth, matched):
         headers = {k: v for k, v in self.headers.items() if k.lower() not in ("host", "connection")}
+        if strip_auth:
+            headers.pop("Authorization", None)
         if args.ignore_range:
             headers.pop("Range", None)
         conn = http.client.HTTPConnection(args.upstream, timeout=60)
