@@ -43,30 +43,56 @@ public struct ImageConvertReport: Sendable {
 
 /// Events for a progress display.
 public enum ConvertEvent: Sendable {
-    /// A layer started (index, source digest, size).
-    case layerStarted(Int, Digest, Int64)
-    /// A layer finished (index, new digest, new size).
-    case layerDone(Int, Digest, Int64)
-    /// A manifest was pushed.
+    /// A layer moved to a new phase (index in the manifest, source digest, source size).
+    case layer(Int, Digest, Int64, LayerPhase)
+    /// A manifest or index was stored.
     case manifestPushed(Digest, String)
 }
 
-/// Converts images between registries: each layer to eStargz (or zstd:chunked), the config's `diff_ids`
-/// rewritten, layer annotations set, and the manifest (and index) pushed as OCI.
+/// What is happening to one layer.
+public enum LayerPhase: Sendable, Equatable {
+    /// Waiting for a free worker.
+    case waiting
+    /// Downloading the source blob.
+    case downloading
+    /// Writing the eStargz blob.
+    case converting
+    /// Uploading the result (new digest, new size).
+    case uploading(Digest, Int64)
+    /// Done (new digest, new size).
+    case done(Digest, Int64)
+    /// Already eStargz; copied as it is.
+    case copied
+}
+
+/// Converts images: each layer to eStargz (or zstd:chunked), the config's `diff_ids` rewritten, layer
+/// annotations set, and the manifest (and index) stored as OCI. Source and destination are registries or
+/// OCI image layout directories.
 public struct ImageConverter: Sendable {
-    /// The registry client used for both ends.
+    /// The registry client for registry ends.
     public let client: RegistryClient
 
     /// Creates a converter.
     public init(client: RegistryClient) { self.client = client }
 
-    /// Converts `source` into `destination`.
+    /// Converts `source` into `destination` in registries.
     public func convert(
         from source: Reference, to destination: Reference, options: ImageConvertOptions = ImageConvertOptions(),
         events: (@Sendable (ConvertEvent) -> Void)? = nil
     ) async throws -> ImageConvertReport {
-        let top = try await client.fetchManifest(source)
+        try await convert(
+            from: RegistryImage(client: client, reference: source), to: RegistryImage(client: client, reference: destination),
+            options: options, events: events)
+    }
+
+    /// Converts `source` into `destination`.
+    public func convert(
+        from source: any ImageSource, to destination: any ImageDestination, options: ImageConvertOptions = ImageConvertOptions(),
+        events: (@Sendable (ConvertEvent) -> Void)? = nil
+    ) async throws -> ImageConvertReport {
+        let top = try await source.manifest(nil)
         let cache = LayerCache()
+        let inPlace = source.name == destination.name
         if MediaType.isIndex(top.descriptor.mediaType) && options.allPlatforms {
             let index = try top.index()
             var newManifests: [Descriptor] = []
@@ -77,10 +103,10 @@ public struct ImageConverter: Sendable {
                     newManifests.append(d)
                     continue
                 }
-                let m = try await client.fetchManifest(source, reference: d.digest.description)
+                let m = try await source.manifest(d)
                 let r = try await convertManifest(
-                    m, source: source, destination: destination, pushByDigest: true, options: options, cache: cache,
-                    events: events)
+                    m, source: source, destination: destination, tagged: false, inPlace: inPlace, options: options,
+                    cache: cache, events: events)
                 var nd = r.pushed
                 nd.platform = d.platform
                 nd.annotations = d.annotations
@@ -88,12 +114,15 @@ public struct ImageConverter: Sendable {
                 lines += r.layers.map { "\(d.platform?.description ?? "?"): \($0)" }
                 already = already && r.alreadyConverted
             }
+            if already && inPlace {
+                return ImageConvertReport(pushed: top.descriptor, layers: lines, alreadyConverted: true)
+            }
             var newIndex = index
             newIndex.mediaType = MediaType.ociIndex
             newIndex.manifests = newManifests
             let bytes = try Self.encode(newIndex)
-            let digest = try await client.pushManifest(destination, bytes: bytes, mediaType: MediaType.ociIndex)
-            events?(.manifestPushed(digest, destination.description))
+            let digest = try await destination.pushManifest(bytes: bytes, mediaType: MediaType.ociIndex, tagged: true)
+            events?(.manifestPushed(digest, destination.name))
             return ImageConvertReport(
                 pushed: Descriptor(mediaType: MediaType.ociIndex, digest: digest, size: Int64(bytes.count)), layers: lines,
                 alreadyConverted: already)
@@ -102,13 +131,13 @@ public struct ImageConverter: Sendable {
         if MediaType.isIndex(top.descriptor.mediaType) {
             let index = try top.index()
             guard let d = index.manifest(for: options.platform) else {
-                throw RegistryError(.platformNotFound, "\(source) has no image for \(options.platform.description)")
+                throw RegistryError(.platformNotFound, "\(source.name) has no image for \(options.platform.description)")
             }
-            manifest = try await client.fetchManifest(source, reference: d.digest.description)
+            manifest = try await source.manifest(d)
         }
         return try await convertManifest(
-            manifest, source: source, destination: destination, pushByDigest: false, options: options, cache: cache,
-            events: events)
+            manifest, source: source, destination: destination, tagged: true, inPlace: inPlace, options: options,
+            cache: cache, events: events)
     }
 
     static func encode(_ v: some Encodable) throws -> [UInt8] {
@@ -118,26 +147,27 @@ public struct ImageConverter: Sendable {
     }
 
     private func convertManifest(
-        _ fetched: FetchedManifest, source: Reference, destination: Reference, pushByDigest: Bool,
-        options: ImageConvertOptions, cache: LayerCache, events: (@Sendable (ConvertEvent) -> Void)?
+        _ fetched: FetchedManifest, source: any ImageSource, destination: any ImageDestination, tagged: Bool,
+        inPlace: Bool, options: ImageConvertOptions, cache: LayerCache, events: (@Sendable (ConvertEvent) -> Void)?
     ) async throws -> ImageConvertReport {
         let manifest = try fetched.manifest()
         let already = !manifest.layers.isEmpty
             && manifest.layers.allSatisfy { $0.annotations?[AnnotationKey.tocDigest] != nil }
-        if already && source == destination {
+        if already && inPlace {
             return ImageConvertReport(
                 pushed: fetched.descriptor, layers: manifest.layers.map { "\($0.digest): already eStargz" },
                 alreadyConverted: true)
         }
-        let configBytes = try await client.fetchBlob(source, manifest.config)
+        for (i, l) in manifest.layers.enumerated() { events?(.layer(i, l.digest, l.size, .waiting)) }
+        let configBytes = try await source.blob(manifest.config)
         guard var config = try JSONSerialization.jsonObject(with: Data(configBytes)) as? [String: Any] else {
-            throw RegistryError(.badResponse, "config \(manifest.config.digest) of \(source) is not a JSON object")
+            throw RegistryError(.badResponse, "config \(manifest.config.digest) of \(source.name) is not a JSON object")
         }
         var rootfs = config["rootfs"] as? [String: Any] ?? ["type": "layers"]
         var diffIDs = rootfs["diff_ids"] as? [String] ?? []
         guard diffIDs.count == manifest.layers.count else {
             throw RegistryError(
-                .badResponse, "config of \(source) lists \(diffIDs.count) diff_ids for \(manifest.layers.count) layers")
+                .badResponse, "config of \(source.name) lists \(diffIDs.count) diff_ids for \(manifest.layers.count) layers")
         }
         // Convert the layers, a few at a time.
         var results = [ConvertedLayer?](repeating: nil, count: manifest.layers.count)
@@ -172,13 +202,12 @@ public struct ImageConverter: Sendable {
         let newConfig = Array(try JSONSerialization.data(withJSONObject: config, options: [.sortedKeys, .withoutEscapingSlashes]))
         let configDesc = Descriptor(
             mediaType: MediaType.ociConfig, digest: Digest.sha256(of: newConfig), size: Int64(newConfig.count))
-        try await client.pushBlob(destination, bytes: newConfig, descriptor: configDesc)
+        try await destination.pushBlob(bytes: newConfig, descriptor: configDesc)
         var newManifest = Manifest(config: configDesc, layers: layers, annotations: manifest.annotations)
         newManifest.mediaType = MediaType.ociManifest
         let bytes = try Self.encode(newManifest)
-        let target = pushByDigest ? Reference(registry: destination.registry, repository: destination.repository, digest: Digest.sha256(of: bytes)) : destination
-        let digest = try await client.pushManifest(target, bytes: bytes, mediaType: MediaType.ociManifest)
-        events?(.manifestPushed(digest, target.description))
+        let digest = try await destination.pushManifest(bytes: bytes, mediaType: MediaType.ociManifest, tagged: tagged)
+        events?(.manifestPushed(digest, tagged ? destination.name : digest.description))
         return ImageConvertReport(
             pushed: Descriptor(mediaType: MediaType.ociManifest, digest: digest, size: Int64(bytes.count)), layers: lines,
             alreadyConverted: already)
@@ -191,29 +220,39 @@ public struct ImageConverter: Sendable {
     }
 
     private func convertLayer(
-        _ layer: Descriptor, index: Int, source: Reference, destination: Reference, options: ImageConvertOptions,
-        cache: LayerCache, events: (@Sendable (ConvertEvent) -> Void)?
+        _ layer: Descriptor, index: Int, source: any ImageSource, destination: any ImageDestination,
+        options: ImageConvertOptions, cache: LayerCache, events: (@Sendable (ConvertEvent) -> Void)?
     ) async throws -> ConvertedLayer {
-        if let done = await cache.get(layer.digest) { return done }
-        events?(.layerStarted(index, layer.digest, layer.size))
-        if layer.annotations?[AnnotationKey.tocDigest] != nil {
-            // Already eStargz: copy it as it is.
-            let dir = try tempDir(options)
-            defer { try? FileManager.default.removeItem(atPath: dir) }
-            try await client.downloadBlob(source, layer, to: dir + "/layer")
-            try await client.pushBlob(destination, path: dir + "/layer", descriptor: layer, mountFrom: source)
-            let r = ConvertedLayer(descriptor: layer, diffID: nil, note: "\(layer.digest): already eStargz, copied")
-            await cache.put(layer.digest, r)
-            events?(.layerDone(index, layer.digest, layer.size))
-            return r
+        let r = try await cache.once(layer.digest) {
+            try await self.convertLayerOnce(
+                layer, index: index, source: source, destination: destination, options: options, events: events)
         }
-        guard MediaType.isLayer(layer.mediaType) else {
-            throw RegistryError(.unsupportedMediaType, "layer \(layer.digest) of \(source) has media type \"\(layer.mediaType)\"")
-        }
+        return r
+    }
+
+    private func convertLayerOnce(
+        _ layer: Descriptor, index: Int, source: any ImageSource, destination: any ImageDestination,
+        options: ImageConvertOptions, events: (@Sendable (ConvertEvent) -> Void)?
+    ) async throws -> ConvertedLayer {
+        let phase = { (p: LayerPhase) in events?(.layer(index, layer.digest, layer.size, p)) }
         let dir = try tempDir(options)
         defer { try? FileManager.default.removeItem(atPath: dir) }
+        if layer.annotations?[AnnotationKey.tocDigest] != nil {
+            // Already eStargz: copy it as it is.
+            phase(.downloading)
+            try await source.download(layer, to: dir + "/layer")
+            phase(.uploading(layer.digest, layer.size))
+            try await destination.pushBlob(path: dir + "/layer", descriptor: layer, from: source)
+            phase(.copied)
+            return ConvertedLayer(descriptor: layer, diffID: nil, note: "\(layer.digest): already eStargz, copied")
+        }
+        guard MediaType.isLayer(layer.mediaType) else {
+            throw RegistryError(.unsupportedMediaType, "layer \(layer.digest) of \(source.name) has media type \"\(layer.mediaType)\"")
+        }
         let input = dir + "/in", output = dir + "/out"
-        try await client.downloadBlob(source, layer, to: input)
+        phase(.downloading)
+        try await source.download(layer, to: input)
+        phase(.converting)
         var w = options.writer
         w.temporaryDirectory = dir
         let writer = w
@@ -221,13 +260,12 @@ public struct ImageConverter: Sendable {
         var annotations = layer.annotations ?? [:]
         for (k, v) in built.annotations { annotations[k] = v }
         let desc = Descriptor(mediaType: built.mediaType, digest: built.blobDigest, size: built.compressedSize, annotations: annotations)
-        try await client.pushBlob(destination, path: output, descriptor: desc)
-        let r = ConvertedLayer(
+        phase(.uploading(built.blobDigest, built.compressedSize))
+        try await destination.pushBlob(path: output, descriptor: desc, from: nil)
+        phase(.done(built.blobDigest, built.compressedSize))
+        return ConvertedLayer(
             descriptor: desc, diffID: built.diffID,
             note: "\(layer.digest) (\(layer.size) bytes) → \(built.blobDigest) (\(built.compressedSize) bytes, TOC \(built.tocDigest))")
-        await cache.put(layer.digest, r)
-        events?(.layerDone(index, built.blobDigest, built.compressedSize))
-        return r
     }
 
     private func tempDir(_ options: ImageConvertOptions) throws -> String {
@@ -245,9 +283,16 @@ public struct ImageConverter: Sendable {
     }
 }
 
-/// Layers already converted in this run, by source digest (images share layers across platforms).
+/// Layers converted in this run, by source digest: images share layers across platforms, and a layer
+/// shared by two manifests is converted once even when both ask for it at the same time.
 actor LayerCache {
-    private var done: [Digest: ImageConverter.ConvertedLayer] = [:]
-    func get(_ d: Digest) -> ImageConverter.ConvertedLayer? { done[d] }
-    func put(_ d: Digest, _ r: ImageConverter.ConvertedLayer) { done[d] = r }
+    private var tasks: [Digest: Task<ImageConverter.ConvertedLayer, any Error>] = [:]
+
+    func once(
+        _ d: Digest, _ work: @escaping @Sendable () async throws -> ImageConverter.ConvertedLayer
+    ) async throws -> ImageConverter.ConvertedLayer {
+        let t = tasks[d] ?? Task { try await work() }
+        tasks[d] = t
+        return try await withTaskCancellationHandler { try await t.value } onCancel: { t.cancel() }
+    }
 }

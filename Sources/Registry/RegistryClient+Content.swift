@@ -12,6 +12,12 @@ public struct FetchedManifest: Sendable {
     /// The exact bytes (their sha256 is the descriptor's digest).
     public var bytes: [UInt8]
 
+    /// Pairs checked bytes with their descriptor.
+    public init(descriptor: Descriptor, bytes: [UInt8]) {
+        self.descriptor = descriptor
+        self.bytes = bytes
+    }
+
     /// The bytes decoded as an image manifest.
     public func manifest() throws -> Manifest {
         do { return try JSONDecoder().decode(Manifest.self, from: Data(bytes)) } catch {

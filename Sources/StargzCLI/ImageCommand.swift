@@ -1,10 +1,12 @@
 // SPDX-License-Identifier: Apache-2.0
 import ArgumentParser
+import CLinuxSys
 import Convert
 import EStargz
 import Foundation
 import OCI
 import Registry
+import Synchronization
 
 struct ImageCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
@@ -51,10 +53,10 @@ struct ImageConvertCommand: AsyncParsableCommand {
         commandName: "convert",
         abstract: "Convert an image to eStargz, registry to registry (layers, diff_ids, annotations, manifest, index).")
 
-    @Argument(help: "The source image reference.")
+    @Argument(help: "The source image: a reference (docker://REF also works) or an OCI layout oci:DIR[:TAG].")
     var source: String
 
-    @Argument(help: "The destination image reference.")
+    @Argument(help: "The destination image: a reference or an OCI layout oci:DIR[:TAG].")
     var destination: String
 
     @Option(help: "The platform to convert (os/arch[/variant]); default: this machine's.")
@@ -73,28 +75,91 @@ struct ImageConvertCommand: AsyncParsableCommand {
     }
 
     func run() async throws {
-        let src = try parseReference(source)
-        let dst = try parseReference(destination)
         let writer = try layer.writerOptions()
         let options = ImageConvertOptions(
             writer: writer, platform: platform.flatMap(Platform.init(parsing:)) ?? .current, allPlatforms: allPlatforms)
-        let tty = Terminal.isTTY(1)
+        let board = Terminal.isTTY(2) ? LayerBoard(fd: 2) : nil
         try await withRegistryClient(registry) { client in
+            let src = try imageSource(source, client)
+            let dst = try imageDestination(destination, client)
             let report = try await ImageConverter(client: client).convert(from: src, to: dst, options: options) { event in
-                guard tty else { return }
-                switch event {
-                case .layerStarted(let i, let d, let size): print("layer \(i): converting \(d) (\(size >> 10) KiB)")
-                case .layerDone(let i, let d, let size): print("layer \(i): done → \(d) (\(size >> 10) KiB)")
-                case .manifestPushed(let d, let to): print("pushed \(to) (\(d))")
-                }
+                board?.handle(event)
             }
-            if report.alreadyConverted && src == dst {
-                print("\(src) is already eStargz; nothing to do")
+            board?.finish()
+            if report.alreadyConverted && src.name == dst.name {
+                print("\(src.name) is already eStargz; nothing to do")
                 return
             }
             for l in report.layers { print(l) }
-            print("\(dst): \(report.pushed.mediaType) \(report.pushed.digest)")
+            print("\(dst.name): \(report.pushed.mediaType) \(report.pushed.digest)")
         }
+    }
+}
+
+/// `oci:DIR[:TAG]` names an OCI image layout; `docker://REF` or a plain reference names a registry image.
+func imageSource(_ s: String, _ client: RegistryClient) throws -> any ImageSource {
+    if s.hasPrefix("oci:") {
+        guard let l = OCILayoutImage(parsing: s) else { throw ValidationError("\"\(s)\" is not oci:DIR[:TAG]") }
+        return l
+    }
+    return RegistryImage(client: client, reference: try parseReference(s.hasPrefix("docker://") ? String(s.dropFirst(9)) : s))
+}
+
+func imageDestination(_ s: String, _ client: RegistryClient) throws -> any ImageDestination {
+    if let src = try imageSource(s, client) as? any ImageDestination { return src }
+    throw ValidationError("\"\(s)\" cannot be written to")
+}
+
+/// One line per layer on a terminal, redrawn in place as layers move through their phases.
+final class LayerBoard: Sendable {
+    private struct State {
+        var order: [Digest] = []
+        var lines: [Digest: String] = [:]
+        var drawn = 0
+        var notes: [String] = []
+    }
+    private let fd: Int32
+    private let state = Mutex(State())
+
+    init(fd: Int32) { self.fd = fd }
+
+    func handle(_ event: ConvertEvent) {
+        state.withLock { s in
+            switch event {
+            case .layer(_, let d, let size, let phase):
+                if s.lines[d] == nil { s.order.append(d) }
+                let head = "\(d.encoded.prefix(12)) \(Self.size(size))"
+                let what: String
+                switch phase {
+                case .waiting: what = "waiting"
+                case .downloading: what = "downloading"
+                case .converting: what = "converting to eStargz"
+                case .uploading(let n, let ns): what = "uploading \(n.encoded.prefix(12)) \(Self.size(ns))"
+                case .done(let n, let ns): what = "done → \(n.encoded.prefix(12)) \(Self.size(ns))"
+                case .copied: what = "already eStargz, copied"
+                }
+                if s.lines[d]?.hasSuffix("copied") == true || s.lines[d]?.contains("done →") == true, phase == .waiting { return }
+                s.lines[d] = "\(head)  \(what)"
+            case .manifestPushed(let d, let to):
+                s.notes.append("stored \(to) (\(d.encoded.prefix(12)))")
+            }
+            draw(&s)
+        }
+    }
+
+    func finish() { state.withLock { s in draw(&s) } }
+
+    private func draw(_ s: inout State) {
+        var out = s.drawn > 0 ? "\u{1B}[\(s.drawn)A" : ""
+        let all = s.order.map { s.lines[$0] ?? "" } + s.notes
+        let width = max(20, Int(CLinuxSys_terminalColumns(fd)) - 1)
+        for l in all { out += "\u{1B}[2K" + String(l.prefix(width)) + "\n" }
+        s.drawn = all.count
+        FileHandle(fileDescriptor: fd).write(Data(out.utf8))
+    }
+
+    static func size(_ n: Int64) -> String {
+        n >= 10 << 20 ? "\(n >> 20) MiB" : n >= 10 << 10 ? "\(n >> 10) KiB" : "\(n) B"
     }
 }
 
