@@ -18,6 +18,10 @@ let package = Package(
         .library(name: "OCI", targets: ["OCI"]),
         .library(name: "Compression", targets: ["Compression"]),
         .library(name: "StargzCLI", targets: ["StargzCLI"]),
+        .library(name: "Registry", targets: ["Registry"]),
+        .library(name: "Convert", targets: ["Convert"]),
+        // Starts real registries and tools for tests and benchmarks; not for products.
+        .library(name: "TestSupport", targets: ["TestSupport"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-crypto.git", "3.12.3"..<"5.0.0"),

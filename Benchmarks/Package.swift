@@ -15,5 +15,15 @@ let package = Package(
                 .product(name: "OCI", package: "main"),
             ],
             swiftSettings: [.swiftLanguageMode(.v6)]),
+        .executableTarget(
+            name: "RegistryBench",
+            dependencies: [
+                .product(name: "Registry", package: "main"),
+                .product(name: "Convert", package: "main"),
+                .product(name: "EStargz", package: "main"),
+                .product(name: "OCI", package: "main"),
+                .product(name: "TestSupport", package: "main"),
+            ],
+            swiftSettings: [.swiftLanguageMode(.v6)]),
     ]
 )

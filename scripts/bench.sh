@@ -4,6 +4,8 @@
 #      (`refgen build`) at the same level and chunk size, on all cores; time and compressed size ratios
 #   2. chunk decompression throughput, libdeflate vs zlib, MB/s of output per core
 #   3. TOC parse time and bytes held per entry for a 50,000-entry TOC
+#   4. range reads of 4 KiB … 4 MiB from a local docker-registry: our client vs curl on a kept-alive connection
+#   5. registry→registry conversion of a ~300 MB, 3-layer image vs converting the same tar.gz files locally
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/deps.sh
@@ -38,3 +40,14 @@ echo "== chunk decompression (one core)"
 echo
 echo "== TOC parse and memory"
 .build-bench/release/EStargzBench toc 50000
+echo
+echo "== range reads from a local docker-registry (ours vs curl)"
+.build-bench/release/RegistryBench ranges
+echo
+echo "== registry→registry conversion vs local conversion"
+for spec in "l1:usr/lib/python3.11 usr/sbin" "l2:usr/lib/gcc" "l3:usr/share/doc usr/lib/x86_64-linux-gnu/perl-base"; do
+  name=${spec%%:*}; dirs=${spec#*:}
+  # shellcheck disable=SC2086
+  [ -f "$work/$name.tar" ] || tar -C / -cf "$work/$name.tar" $dirs 2>/dev/null || true
+done
+BENCH_DIR=$work .build-bench/release/RegistryBench convert "$work/l1.tar" "$work/l2.tar" "$work/l3.tar"
