@@ -53,10 +53,11 @@ let package = Package(
             name: "EStargz",
             dependencies: ["OCI", "Compression", "CLinuxSys"],
             swiftSettings: swiftSettings),
+        .target(name: "TOML", swiftSettings: swiftSettings),
         .target(
             name: "Registry",
             dependencies: [
-                "OCI",
+                "OCI", "TOML",
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "NIOCore", package: "swift-nio"),
@@ -85,6 +86,7 @@ let package = Package(
         .executableTarget(name: "stargz-store", dependencies: ["StargzCLI"], swiftSettings: swiftSettings),
         .testTarget(name: "CompressionTests", dependencies: ["Compression"], swiftSettings: swiftSettings),
         .testTarget(name: "OCITests", dependencies: ["OCI"], swiftSettings: swiftSettings),
+        .testTarget(name: "ConfigTests", dependencies: ["TOML", "Registry"], swiftSettings: swiftSettings),
         .testTarget(
             name: "EStargzTests", dependencies: ["EStargz", "OCI", "Compression", "TestSupport"],
             swiftSettings: swiftSettings),

@@ -22,9 +22,14 @@ struct RegistryOptions: ParsableArguments {
     @Option(help: "A credentials file (auth.json or docker config.json) searched before the standard ones.")
     var authfile: String?
 
-    func client() -> RegistryClient {
-        var hosts: [String: HostConfiguration] = [:]
-        for h in insecureRegistries { hosts[h] = HostConfiguration(insecure: true) }
+    @Option(
+        name: .customLong("registries-conf"),
+        help: "A containers-registries.conf(5) file for insecure hosts and mirrors (default: $CONTAINERS_REGISTRIES_CONF or /etc/containers/registries.conf and its registries.conf.d).")
+    var registriesConf: String?
+
+    func client() throws -> RegistryClient {
+        var hosts = try RegistriesConf.load(registriesConf.map { [$0] } ?? RegistriesConf.defaultFiles())
+        for h in insecureRegistries { hosts[h, default: HostConfiguration()].insecure = true }
         var files = CredentialStore.defaultFiles()
         if let a = authfile { files.insert(a, at: 0) }
         return RegistryClient(configuration: RegistryConfiguration(hosts: hosts), credentials: CredentialStore(files: files))
@@ -37,7 +42,8 @@ func parseReference(_ s: String) throws -> Reference {
 
 /// Runs an async body with a registry client, reporting errors like the other commands.
 func withRegistryClient<T>(_ options: RegistryOptions, _ body: (RegistryClient) async throws -> T) async throws -> T {
-    let client = options.client()
+    let client: RegistryClient
+    do { client = try options.client() } catch { throw reported(error) }
     do {
         let r = try await body(client)
         try? await client.shutdown()

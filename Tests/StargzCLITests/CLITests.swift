@@ -141,5 +141,15 @@ struct CLITests {
         #expect(again.code == 0 && again.out.contains("already eStargz"))
         #expect(await stargz(["image", "inspect", "Bad Ref!"] + insecure).code == 64)
         #expect(await stargz(["image", "inspect", "\(registry.host)/cli/missing:x"] + insecure).code == 1)
+
+        // registries.conf marks the registry insecure; an OCI layout is a destination and a source.
+        let conf = path("registries.conf")
+        try "[[registry]]\nlocation = \"\(registry.host)\"\ninsecure = true\n".write(toFile: conf, atomically: true, encoding: .utf8)
+        let viaConf = await stargz(["image", "convert", src.description, "oci:\(path("layout")):esgz", "--registries-conf", conf])
+        #expect(viaConf.code == 0, "\(viaConf.out)")
+        let layoutAgain = await stargz(["image", "convert", "oci:\(path("layout")):esgz", "oci:\(path("layout")):esgz"])
+        #expect(layoutAgain.code == 0 && layoutAgain.out.contains("already eStargz"), "\(layoutAgain.out)")
+        try "[[registry]]\ninsecure = maybe\n".write(toFile: conf, atomically: true, encoding: .utf8)
+        #expect(await stargz(["image", "inspect", src.description, "--registries-conf", conf]).code == 1)
     }
 }

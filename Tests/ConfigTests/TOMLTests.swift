@@ -1,0 +1,159 @@
+// SPDX-License-Identifier: Apache-2.0
+import Registry
+import TOML
+import Testing
+
+@Suite("TOML")
+struct TOMLTests {
+    @Test("the forms config files use: tables, arrays of tables, dotted and quoted keys, inline tables, strings, numbers")
+    func valid() throws {
+        let doc = #"""
+            # comment
+            title = "TOML \"example\"" # trailing comment
+            'literal key' = 'C:\path'
+            a.b.c = 1_000
+            hex = 0xff
+            neg = -17
+            pi = 3.14
+            exp = 5e+2
+            yes = true
+            when = 1979-05-27T07:32:00Z
+            day = 1979-05-27
+            list = [ 1, 2,
+              3, ]  # multi-line with a trailing comma
+            nested = [[1, 2], ["a"]]
+            inline = { x = 1, y.z = "two" }
+            multi = """
+            first
+            second \
+               joined"""
+            raw = '''
+            keep \n as is'''
+            unicode = "caf\u00e9 \U0001F600"
+
+            [server."quoted.name"]
+            port = 8080
+
+            [[resolver.host."docker.io".mirrors]]
+            host = "mirror-1.example.com"
+            insecure = true
+            [[resolver.host."docker.io".mirrors]]
+            host = "mirror-2.example.com"
+            header = { "X-Test" = ["1"] }
+
+            [[fruit]]
+            name = "apple"
+            [fruit.physical]
+            color = "red"
+            [[fruit]]
+            name = "banana"
+            [fruit.physical]
+            color = "yellow"
+            """#
+        let t = try TOML.parse(doc)
+        #expect(t["title"]?.string == "TOML \"example\"")
+        #expect(t["literal key"]?.string == #"C:\path"#)
+        #expect(t["a"]?.table?["b"]?.table?["c"]?.integer == 1000)
+        #expect(t["hex"]?.integer == 255)
+        #expect(t["neg"]?.integer == -17)
+        #expect(t["pi"]?.double == 3.14)
+        #expect(t["exp"]?.double == 500)
+        #expect(t["yes"]?.boolean == true)
+        #expect(t["when"] == .datetime("1979-05-27T07:32:00Z"))
+        #expect(t["day"] == .datetime("1979-05-27"))
+        #expect(t["list"] == .array([.integer(1), .integer(2), .integer(3)]))
+        #expect(t["nested"]?.array?.count == 2)
+        #expect(t["inline"]?.table?["y"]?.table?["z"]?.string == "two")
+        #expect(t["multi"]?.string == "first\nsecond joined")
+        #expect(t["raw"]?.string == #"keep \n as is"#)
+        #expect(t["unicode"]?.string == "café 😀")
+        #expect(t["server"]?.table?["quoted.name"]?.table?["port"]?.integer == 8080)
+        let mirrors = t["resolver"]?.table?["host"]?.table?["docker.io"]?.table?["mirrors"]?.array ?? []
+        #expect(mirrors.compactMap { $0.table?["host"]?.string } == ["mirror-1.example.com", "mirror-2.example.com"])
+        #expect(mirrors.first?.table?["insecure"]?.boolean == true)
+        let fruit = t["fruit"]?.array ?? []
+        #expect(fruit.compactMap { $0.table?["physical"]?.table?["color"]?.string } == ["red", "yellow"])
+        #expect(t.keys.first == "title")
+    }
+
+    @Test("malformed documents are errors that give the line", arguments: [
+        ("a = 1\na = 2", 2),
+        ("[t]\nx = 1\n[t]\ny = 2", 3),
+        ("x = \"unterminated\n", 1),
+        ("x = 1 2", 1),
+        ("x = 012", 1),
+        ("x = [1, 2", 1),
+        ("ok = 1\n\nx = { a = 1 }\nx.b = 2", 4),
+        ("s = \"bad \\q escape\"", 1),
+        ("= 1", 1),
+        ("x = 1__0", 1),
+        ("[a]\nb = 1\n[a.b]\nc = 1", 3),
+    ])
+    func invalid(_ text: String, _ line: Int) {
+        do {
+            _ = try TOML.parse(text)
+            Issue.record("accepted: \(text)")
+        } catch {
+            #expect(error.line == line, "\(text): \(error)")
+        }
+    }
+}
+
+@Suite("registries.conf")
+struct RegistriesConfTests {
+    @Test("version 2: insecure hosts, mirrors in order, a location that redirects the prefix")
+    func v2() throws {
+        let text = """
+            unqualified-search-registries = ["docker.io"]
+
+            [[registry]]
+            location = "registry.internal:5000"
+            insecure = true
+
+            [[registry]]
+            prefix = "docker.io"
+            location = "docker.io"
+            [[registry.mirror]]
+            location = "mirror.example.com"
+            [[registry.mirror]]
+            location = "10.0.0.1:5000/dockerhub"
+            insecure = true
+
+            [[registry]]
+            prefix = "quay.io/team"
+            location = "quay-proxy.example.com/team"
+            """
+        let hosts = try RegistriesConf.parse(text, path: "/etc/containers/registries.conf")
+        #expect(hosts["registry.internal:5000"]?.insecure == true)
+        #expect(hosts["docker.io"]?.insecure == false)
+        #expect(hosts["docker.io"]?.mirrors == [Mirror(host: "mirror.example.com"), Mirror(host: "10.0.0.1:5000", insecure: true)])
+        #expect(hosts["quay.io"]?.mirrors == [Mirror(host: "quay-proxy.example.com")])
+    }
+
+    @Test("version 1: [registries.insecure]")
+    func v1() throws {
+        let hosts = try RegistriesConf.parse(
+            "[registries.search]\nregistries = ['docker.io']\n[registries.insecure]\nregistries = ['a.example:5000', 'b.example']\n",
+            path: "r.conf")
+        #expect(hosts["a.example:5000"]?.insecure == true)
+        #expect(hosts["b.example"]?.insecure == true)
+    }
+
+    @Test("a wrong type or a syntax error names the file and what is wrong")
+    func errors() {
+        for (text, needle) in [
+            ("[[registry]]\nlocation = \"x\"\ninsecure = \"yes\"", "insecure"),
+            ("[[registry]]\ninsecure = true", "neither prefix nor location"),
+            ("[[registry]\nlocation = 'x'", "line 1"),
+            ("registry = 1", "array of tables"),
+        ] {
+            do {
+                _ = try RegistriesConf.parse(text, path: "/etc/containers/registries.conf")
+                Issue.record("accepted: \(text)")
+            } catch {
+                #expect("\(error)".contains("/etc/containers/registries.conf"), "\(error)")
+                #expect("\(error)".contains(needle), "\(error)")
+            }
+        }
+    }
+}
