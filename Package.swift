@@ -54,6 +54,15 @@ let package = Package(
             dependencies: ["OCI", "Compression", "CLinuxSys"],
             swiftSettings: swiftSettings),
         .target(name: "TOML", swiftSettings: swiftSettings),
+        .target(name: "CLinuxFUSE"),
+        .target(
+            name: "LazyLayer",
+            dependencies: ["EStargz", "FUSE", "OCI", .product(name: "Logging", package: "swift-log")],
+            swiftSettings: swiftSettings),
+        .target(
+            name: "FUSE",
+            dependencies: ["CLinuxFUSE", .product(name: "Logging", package: "swift-log")],
+            swiftSettings: swiftSettings),
         .target(
             name: "Registry",
             dependencies: [
@@ -63,6 +72,10 @@ let package = Package(
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
             ],
+            swiftSettings: swiftSettings),
+        .target(
+            name: "Store",
+            dependencies: ["LazyLayer", "FUSE", "Registry", "OCI", "EStargz", .product(name: "Logging", package: "swift-log")],
             swiftSettings: swiftSettings),
         .target(
             name: "Convert",
@@ -75,7 +88,7 @@ let package = Package(
         .target(
             name: "StargzCLI",
             dependencies: [
-                "EStargz", "OCI", "CLinuxSys", "Registry", "Convert",
+                "EStargz", "OCI", "CLinuxSys", "Registry", "Convert", "Store", "LazyLayer", "FUSE",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             swiftSettings: swiftSettings),
@@ -86,6 +99,10 @@ let package = Package(
         .executableTarget(name: "stargz-store", dependencies: ["StargzCLI"], swiftSettings: swiftSettings),
         .testTarget(name: "CompressionTests", dependencies: ["Compression"], swiftSettings: swiftSettings),
         .testTarget(name: "OCITests", dependencies: ["OCI"], swiftSettings: swiftSettings),
+        .testTarget(
+            name: "LazyLayerTests",
+            dependencies: ["LazyLayer", "FUSE", "CLinuxFUSE", "CLinuxSys", "Store", "Registry", "EStargz", "OCI", "TestSupport"],
+            swiftSettings: swiftSettings),
         .testTarget(name: "ConfigTests", dependencies: ["TOML", "Registry"], swiftSettings: swiftSettings),
         .testTarget(
             name: "EStargzTests", dependencies: ["EStargz", "OCI", "Compression", "TestSupport"],

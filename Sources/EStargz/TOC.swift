@@ -7,6 +7,8 @@ public struct EntryID: Hashable, Sendable, Comparable, CustomStringConvertible {
     public let rawValue: UInt32
     init(_ v: UInt32) { rawValue = v }
     init(_ v: Int) { rawValue = UInt32(v) }
+    /// An id from its raw value (for maps that store ids, such as inode numbers); valid below `TOC.nodeCount`.
+    public init(rawValue: UInt32) { self.rawValue = rawValue }
     var index: Int { Int(rawValue) }
     public static func < (a: EntryID, b: EntryID) -> Bool { a.rawValue < b.rawValue }
     public var description: String { "#\(rawValue)" }

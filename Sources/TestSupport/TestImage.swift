@@ -44,6 +44,38 @@ public enum TestImage {
             ref, bytes: Array(try e.encode(manifest)), mediaType: manifest.mediaType ?? MediaType.ociManifest)
     }
 
+    /// Pushes an image whose layers are eStargz (or zstd:chunked) blobs as they are, with their
+    /// `toc.digest` and `uncompressed-size` annotations and DiffIDs read from the blobs. Returns the layer
+    /// descriptors.
+    @discardableResult
+    public static func pushEStargz(_ client: RegistryClient, _ ref: Reference, blobs: [[UInt8]]) async throws -> [Descriptor] {
+        var layers: [Descriptor] = []
+        var diffIDs: [String] = []
+        for blob in blobs {
+            let reader = try EStargzReader(blob: MemoryBlob(blob))
+            let (diffID, size) = try reader.computeDiffID()
+            let d = Descriptor(
+                mediaType: reader.format == .zstdChunked ? MediaType.ociLayerZstd : MediaType.ociLayerGzip,
+                digest: Digest.sha256(of: blob), size: Int64(blob.count),
+                annotations: [AnnotationKey.tocDigest: reader.tocDigest.description, AnnotationKey.uncompressedSize: String(size)])
+            try await client.pushBlob(ref, bytes: blob, descriptor: d)
+            layers.append(d)
+            diffIDs.append(diffID.description)
+        }
+        let config: [String: Any] = [
+            "architecture": Platform.current.architecture, "os": Platform.current.os,
+            "rootfs": ["type": "layers", "diff_ids": diffIDs],
+        ]
+        let configBytes = Array(try JSONSerialization.data(withJSONObject: config, options: [.sortedKeys]))
+        let cd = Descriptor(mediaType: MediaType.ociConfig, digest: Digest.sha256(of: configBytes), size: Int64(configBytes.count))
+        try await client.pushBlob(ref, bytes: configBytes, descriptor: cd)
+        let manifest = Manifest(mediaType: MediaType.ociManifest, config: cd, layers: layers)
+        let e = JSONEncoder()
+        e.outputFormatting = [.sortedKeys]
+        try await client.pushManifest(ref, bytes: Array(try e.encode(manifest)), mediaType: MediaType.ociManifest)
+        return layers
+    }
+
     /// A tar with the given regular files (path → content), directories made for their parents.
     public static func tar(_ files: [(String, [UInt8])]) -> [UInt8] {
         var out: [UInt8] = []

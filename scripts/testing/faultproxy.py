@@ -8,6 +8,11 @@ usage: faultproxy.py UPSTREAM_HOST:PORT [--match S] [--fail-status CODE --fail-t
 --fail-status 401 forwards the request without its Authorization header, so the client gets the registry's
 own challenge (as it would for an expired token). --fail-skip lets N matching requests through first.
 --redirect-expires adds an Expires=<unix time> query parameter (as signed storage URLs carry) to redirects.
+--corrupt-times N flips one byte in the middle of the next N partial (206) blob bodies that match, after
+--corrupt-skip M have passed untouched.
+--hold-range PREFIX holds blob requests whose Range header starts with PREFIX until GET /__release.
+GET /__heal turns every fault off.
+"bytes" in the stats counts the blob body bytes sent.
 Prints "listening on PORT" when ready. GET /__stats answers {"requests": n, "faults": m, "redirects": r,
 "multirange": k, "METHOD": count, ...}.
 """
@@ -29,10 +34,14 @@ ap.add_argument("--cut-times", type=int, default=0)
 ap.add_argument("--ignore-range", action="store_true")
 ap.add_argument("--refuse-multirange", action="store_true")
 ap.add_argument("--redirect-blobs", action="store_true")
+ap.add_argument("--corrupt-times", type=int, default=0)
+ap.add_argument("--corrupt-skip", type=int, default=0)
+ap.add_argument("--hold-range", default=None)
 args = ap.parse_args()
 
 lock = threading.Lock()
-stats = {"requests": 0, "faults": 0, "multirange": 0, "redirects": 0}
+stats = {"requests": 0, "faults": 0, "multirange": 0, "redirects": 0, "bytes": 0, "held": 0}
+released = threading.Event()
 
 
 def take(kind):
@@ -42,6 +51,13 @@ def take(kind):
             return False
         if kind == "fail" and args.fail_times > 0:
             args.fail_times -= 1
+            stats["faults"] += 1
+            return True
+        if kind == "corrupt" and args.corrupt_skip > 0:
+            args.corrupt_skip -= 1
+            return False
+        if kind == "corrupt" and args.corrupt_times > 0:
+            args.corrupt_times -= 1
             stats["faults"] += 1
             return True
         if kind == "cut" and args.cut_times > 0:
@@ -68,7 +84,18 @@ class Handler(http.server.BaseHTTPRequestHandler):
 
     def handle_any(self):
         if self.path == "/__stats":
-            return self.reply(200, json.dumps(stats).encode(), [("Content-Type", "application/json")])
+            with lock:
+                body = json.dumps(stats).encode()
+            return self.reply(200, body, [("Content-Type", "application/json")])
+        if self.path == "/__heal":
+            with lock:
+                args.corrupt_times = 0
+                args.fail_times = 0
+                args.cut_times = 0
+            return self.reply(200, b"healed")
+        if self.path == "/__release":
+            released.set()
+            return self.reply(200, b"released")
         with lock:
             stats["requests"] += 1
             stats[self.command] = stats.get(self.command, 0) + 1
@@ -83,6 +110,10 @@ class Handler(http.server.BaseHTTPRequestHandler):
             err = json.dumps({"errors": [{"code": "INJECTED", "message": "injected fault"}]}).encode()
             return self.reply(args.fail_status, err, [("Content-Type", "application/json"), ("Retry-After", "0")])
         rng = self.headers.get("Range")
+        if args.hold_range and rng and rng.startswith(args.hold_range) and "/blobs/" in self.path:
+            with lock:
+                stats["held"] += 1
+            released.wait()
         if rng and "," in rng:
             with lock:
                 stats["multirange"] += 1
@@ -117,6 +148,12 @@ class Handler(http.server.BaseHTTPRequestHandler):
                 v = v.replace("http://" + args.upstream, "http://127.0.0.1:%d" % port)
             self.send_header(k, v)
         self.send_header("Content-Length", str(len(data)))
+        if "/blobs/" in self.path and self.command == "GET":
+            with lock:
+                stats["bytes"] += len(data)
+            if matched and resp.status == 206 and len(data) > 2 and take("corrupt"):
+                mid = len(data) // 2
+                data = data[:mid] + bytes([data[mid] ^ 0xFF]) + data[mid + 1:]
         if matched and self.command == "GET" and args.cut_after >= 0 and len(data) > args.cut_after and take("cut"):
             self.send_header("Connection", "close")
             self.end_headers()

@@ -1,0 +1,41 @@
+// SPDX-License-Identifier: Apache-2.0
+// The FUSE kernel ABI (<linux/fuse.h>, 7.38 on Debian 12) and the few macros Swift cannot import.
+#ifndef CLINUXFUSE_H
+#define CLINUXFUSE_H
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE
+#endif
+#include <linux/fuse.h>
+#include <stdint.h>
+#include <sys/ioctl.h>
+#include <sys/mount.h>
+#include <sys/uio.h>
+#include <sys/stat.h>
+#include <sys/statvfs.h>
+#include <errno.h>
+
+/// FUSE_DEV_IOC_CLONE: attaches `fd` (a fresh open of /dev/fuse) to the session of `sessionFD`.
+static inline int CLinuxFUSE_clone(int fd, int sessionFD) {
+    uint32_t s = (uint32_t)sessionFD;
+    return ioctl(fd, FUSE_DEV_IOC_CLONE, &s);
+}
+
+static inline int CLinuxFUSE_errno(void) { return errno; }
+
+/// The size of the dirent record for a name of `namelen` bytes, padded to 8 (FUSE_DIRENT_SIZE).
+static inline size_t CLinuxFUSE_direntSize(size_t namelen) {
+    return FUSE_DIRENT_ALIGN(FUSE_NAME_OFFSET + namelen);
+}
+
+static inline size_t CLinuxFUSE_direntplusSize(size_t namelen) {
+    return FUSE_DIRENT_ALIGN(FUSE_NAME_OFFSET_DIRENTPLUS + namelen);
+}
+
+static inline size_t CLinuxFUSE_nameOffset(void) { return FUSE_NAME_OFFSET; }
+static inline size_t CLinuxFUSE_nameOffsetPlus(void) { return FUSE_NAME_OFFSET_DIRENTPLUS; }
+
+static inline unsigned int CLinuxFUSE_makedev(unsigned int major, unsigned int minor) {
+    // The kernel's new_encode_dev, as fuse_attr.rdev carries it.
+    return (minor & 0xff) | (major << 8) | ((minor & ~0xffu) << 12);
+}
+#endif

@@ -1,0 +1,34 @@
+// SPDX-License-Identifier: Apache-2.0
+import Foundation
+
+/// Whether something is mounted at `path` (from /proc/self/mountinfo).
+public func isMounted(_ path: String) -> Bool {
+    let real = (try? FileManager.default.destinationOfSymbolicLink(atPath: path)) ?? path
+    guard let info = try? String(contentsOfFile: "/proc/self/mountinfo", encoding: .utf8) else { return false }
+    return info.split(separator: "\n").contains { line in
+        let f = line.split(separator: " ")
+        return f.count > 4 && (f[4] == real || f[4] == path)
+    }
+}
+
+/// Lazily unmounts `path` if it is still mounted (a test's last resort, so that no mount outlives it).
+public func forceUnmount(_ path: String) {
+    guard isMounted(path) else { return }
+    _ = try? run("/bin/umount", ["-l", path])
+}
+
+/// A fresh temporary directory, removed (after a forced unmount of anything below it) by `body`'s end.
+public func withTemporaryDirectory<T>(_ prefix: String = "stargz-test", _ body: (String) async throws -> T) async throws -> T {
+    let dir = FileManager.default.temporaryDirectory.appendingPathComponent("\(prefix)-\(UUID().uuidString)").path
+    try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+    defer {
+        if let info = try? String(contentsOfFile: "/proc/self/mountinfo", encoding: .utf8) {
+            for line in info.split(separator: "\n") {
+                let f = line.split(separator: " ")
+                if f.count > 4, f[4].hasPrefix(dir) { _ = try? run("/bin/umount", ["-l", String(f[4])]) }
+            }
+        }
+        try? FileManager.default.removeItem(atPath: dir)
+    }
+    return try await body(dir)
+}

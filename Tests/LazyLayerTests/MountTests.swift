@@ -1,0 +1,329 @@
+// SPDX-License-Identifier: Apache-2.0
+import CLinuxFUSE
+import EStargz
+import FUSE
+import Foundation
+import LazyLayer
+import OCI
+import Registry
+import Store
+import Synchronization
+import TestSupport
+import Testing
+#if canImport(Glibc)
+@preconcurrency import Glibc
+#endif
+
+@Suite("FUSE kernel ABI")
+struct ABITests {
+    @Test("struct sizes match the kernel's (7.38 header)")
+    func sizes() {
+        #expect(MemoryLayout<fuse_in_header>.size == 40)
+        #expect(MemoryLayout<fuse_out_header>.size == 16)
+        #expect(MemoryLayout<fuse_attr>.size == 88)
+        #expect(MemoryLayout<fuse_entry_out>.size == 128)
+        #expect(MemoryLayout<fuse_attr_out>.size == 104)
+        #expect(MemoryLayout<fuse_init_in>.size == 64)
+        #expect(MemoryLayout<fuse_init_out>.size == 64)
+        #expect(MemoryLayout<fuse_open_in>.size == 8)
+        #expect(MemoryLayout<fuse_open_out>.size == 16)
+        #expect(MemoryLayout<fuse_read_in>.size == 40)
+        #expect(MemoryLayout<fuse_release_in>.size == 24)
+        #expect(MemoryLayout<fuse_getxattr_in>.size == 8)
+        #expect(MemoryLayout<fuse_getxattr_out>.size == 8)
+        #expect(MemoryLayout<fuse_statfs_out>.size == 80)
+        #expect(MemoryLayout<fuse_interrupt_in>.size == 8)
+        #expect(CLinuxFUSE_nameOffset() == 24)
+        #expect(CLinuxFUSE_nameOffsetPlus() == 152)
+        #expect(CLinuxFUSE_direntSize(1) == 32)
+    }
+}
+
+@Suite("Lazy layer without a kernel")
+struct LayerTreeTests {
+    @Test("the tree, whiteouts and contents through the FileSystem API; chunks fetched once")
+    func inProcess() async throws {
+        let blob = try fixture("kitchen-sink.chunk64k.esgz")
+        let layer = try await LazyLayer.open(MemoryBlobSource(blob), options: try quietOptions())
+        func lookup(_ parent: UInt64, _ name: String) throws(FUSEError) -> FileAttributes {
+            let bytes = Array(name.utf8)
+            let r: Result<FileAttributes, FUSEError> = bytes.withUnsafeBytes { b in
+                do throws(FUSEError) { return .success(try layer.lookup(parent: parent, name: b)) } catch { return .failure(error) }
+            }
+            return try r.get()
+        }
+        let etc = try lookup(1, "etc")
+        #expect(etc.mode == 0o040755)
+        let removed = try lookup(etc.inode, "removed")
+        #expect(removed.mode == 0o020000 && removed.device == (0, 0))
+        #expect(throws: FUSEError.notFound) { try lookup(etc.inode, ".wh.removed") }
+        #expect(throws: FUSEError.notFound) { try lookup(etc.inode, "nothing") }
+        let v = try lookup(1, "var")
+        #expect(try layer.xattr(node: v.inode, name: "trusted.overlay.opaque") == [UInt8(ascii: "y")])
+        #expect(try layer.entries(directory: v.inode).isEmpty)
+        let data = try lookup(1, "data")
+        let big = try lookup(data.inode, "big.txt")
+        #expect(big.size == 9_000_000)
+        #expect(try layer.cachedRead(node: big.inode, offset: 0, size: 10) == nil)
+        let tar = try fixture("kitchen-sink.tar")
+        let want = try TarContent(tar).files["data/big.txt"]!
+        let got = try await layer.read(node: big.inode, offset: 1_000_000, size: 300_000)
+        #expect(got == Array(want[1_000_000..<1_300_000]))
+        #expect(try layer.cachedRead(node: big.inode, offset: 1_000_000, size: 300_000) == got)
+        let tail = try await layer.read(node: big.inode, offset: 8_999_990, size: 100)
+        #expect(tail == Array(want[8_999_990...]))
+        let tool = try lookup(try lookup(1, "bin").inode, "tool-hard")
+        #expect(tool.linkCount == 2)
+        #expect(layer.fetchStatistics.duplicateFetches == 0)
+    }
+
+    @Test("a chunk whose bytes are wrong is fetched again, then refused with EIO; never returned")
+    func corruptSource() async throws {
+        let blob = try fixture("kitchen-sink.esgz")
+        let reader = try EStargzReader(blob: MemoryBlob(blob))
+        let id = try #require(reader.lookup("data/owned"))
+        let chunk = try #require(reader.chunks(of: id).first)
+        var bad = blob
+        bad[Int(chunk.compressedOffset) + 12] ^= 0x55  // inside the deflate data of the chunk's member
+        let layer = try await LazyLayer.open(MemoryBlobSource(bad), options: try quietOptions())
+        let node = UInt64(id.rawValue) + 2
+        do {
+            _ = try await layer.read(node: node, offset: 0, size: 14)
+            Issue.record("read a corrupt chunk")
+        } catch let e as FUSEError {
+            #expect(e.errno == EIO)
+        }
+        #expect(layer.fetchStatistics.verificationFailures == 2)
+    }
+}
+
+/// Regular files of a tar by name.
+struct TarContent {
+    var files: [String: [UInt8]] = [:]
+    init(_ tar: [UInt8]) throws {
+        let r = TarReader(MemoryStream(tar))
+        while let h = try r.next() {
+            if h.typeflag == UInt8(ascii: "0") { files[h.name] = try r.readPayload(limit: 1 << 30) }
+        }
+    }
+}
+
+@Suite("Lazy layers mounted through FUSE (real kernel, real docker-registry)", .serialized)
+struct MountTests {
+    @Test("every fixture mounted equals its tar extracted with tar -x; whiteouts in overlay form; nothing stays mounted")
+    func fixturesEqualTar() async throws {
+        let registry = try LocalRegistry.start()
+        defer { registry.stop() }
+        let client = registryClient(registry.host)
+        let cases = [
+            ("kitchen-sink.esgz", "kitchen-sink.tar"), ("kitchen-sink.chunk64k.esgz", "kitchen-sink.tar"),
+            ("app.prio.esgz", "app.tar"), ("app.zstdchunked", "app.tar"), ("empty.esgz", "empty.tar"),
+        ]
+        let ref = try Reference("\(registry.host)/lazy/fixtures:1")
+        let layers = try await TestImage.pushEStargz(client, ref, blobs: try cases.map { try fixture($0.0) })
+        try await withTemporaryDirectory("lazy-fixtures") { dir in
+            for (i, (blob, tar)) in cases.enumerated() {
+                let x = "\(dir)/x\(i)"
+                try FileManager.default.createDirectory(atPath: x, withIntermediateDirectories: true)
+                try run("/bin/tar", [
+                    "-x", "-p", "--same-owner", "--numeric-owner", "--xattrs", "--xattrs-include=*", "-f", "\(fixtures)/\(tar)",
+                    "-C", x,
+                ])
+                try await withMountedLayer(client, ref, layers[i], at: "\(dir)/m\(i)", options: try quietOptions(prefetch: true)) { m in
+                    let problems = try await treeDifferences(mount: "\(dir)/m\(i)", extracted: x)
+                    #expect(problems.isEmpty, "\(blob): \(problems)")
+                    #expect(m.layer.fetchStatistics.verificationFailures == 0, "\(blob)")
+                }
+            }
+        }
+        try await client.shutdown()
+    }
+
+    @Test("a 1-byte read of a 9 MB file fetches only the chunk that holds it")
+    func oneByte() async throws {
+        let registry = try LocalRegistry.start()
+        defer { registry.stop() }
+        let blob = try fixture("kitchen-sink.esgz")
+        let setup = registryClient(registry.host)
+        let ref = try Reference("\(registry.host)/lazy/one:1")
+        let layers = try await TestImage.pushEStargz(setup, ref, blobs: [blob])
+        try await setup.shutdown()
+        let proxy = try FaultProxy(upstream: registry.host, [])
+        defer { proxy.stop() }
+        let client = registryClient(proxy.host)
+        let via = Reference(registry: proxy.host, repository: ref.repository, tag: ref.tag)
+        let reader = try EStargzReader(blob: MemoryBlob(blob))
+        let bigID = try #require(reader.lookup("data/big.txt"))
+        let chunk = try #require(reader.chunk(of: bigID, containing: 5_000_000))
+        let want = try TarContent(try fixture("kitchen-sink.tar")).files["data/big.txt"]!
+        try await withTemporaryDirectory("lazy-one") { dir in
+            try await withMountedLayer(client, via, layers[0], at: dir + "/m", options: try quietOptions()) { m in
+                let before = try proxy.stats()["bytes"] ?? -1
+                let got = await blockingRead(dir + "/m/data/big.txt", offset: 5_000_000, length: 1)
+                #expect(try got.get() == [want[5_000_000]])
+                let sent = (try proxy.stats()["bytes"] ?? 0) - before
+                #expect(Int64(sent) == chunk.compressedSize, "the registry sent \(sent) bytes; the chunk is \(chunk.compressedSize)")
+                #expect(Int64(sent) * 2 < Int64(blob.count), "not the whole blob")
+                #expect(m.layer.fetchStatistics.chunksFetched == 1)
+            }
+        }
+        try await client.shutdown()
+    }
+
+    @Test("16 threads reading random ranges all get the right bytes, and no chunk is fetched twice")
+    func concurrentReaders() async throws {
+        let registry = try LocalRegistry.start()
+        defer { registry.stop() }
+        let client = registryClient(registry.host)
+        let ref = try Reference("\(registry.host)/lazy/concurrent:1")
+        let layers = try await TestImage.pushEStargz(client, ref, blobs: [try fixture("kitchen-sink.chunk64k.esgz")])
+        let want = try TarContent(try fixture("kitchen-sink.tar")).files["data/big.txt"]!
+        try await withTemporaryDirectory("lazy-concurrent") { dir in
+            try await withMountedLayer(client, ref, layers[0], at: dir + "/m", options: try quietOptions()) { m in
+                let path = dir + "/m/data/big.txt"
+                let failures = try await blocking {
+                  let failures = Atomic<Int>(0)
+                  DispatchQueue.concurrentPerform(iterations: 16) { t in
+                    var rng = SystemRandomNumberGenerator()
+                    for _ in 0..<40 {
+                        let off = Int.random(in: 0..<want.count, using: &rng)
+                        let len = Int.random(in: 1...200_000, using: &rng)
+                        let end = min(want.count, off + len)
+                        guard case .success(let got) = preadFile(path, offset: off, length: len), got == Array(want[off..<end]) else {
+                            failures.add(1, ordering: .relaxed)
+                            return
+                        }
+                    }
+                  }
+                  return failures.load(ordering: .relaxed)
+                }
+                #expect(failures == 0)
+                let s = m.layer.fetchStatistics
+                #expect(s.duplicateFetches == 0)
+                #expect(s.chunksFetched <= 138)
+                #expect(s.verificationFailures == 0)
+            }
+        }
+        try await client.shutdown()
+    }
+
+    @Test("a chunk served corrupted yields EIO, never wrong bytes; with the proxy healed the same read works")
+    func corruptedChunk() async throws {
+        let registry = try LocalRegistry.start()
+        defer { registry.stop() }
+        let setup = registryClient(registry.host)
+        let ref = try Reference("\(registry.host)/lazy/corrupt:1")
+        let layers = try await TestImage.pushEStargz(setup, ref, blobs: [try fixture("kitchen-sink.esgz")])
+        try await setup.shutdown()
+        // The first blob request (footer and TOC) passes; every chunk after it comes back corrupted.
+        let proxy = try FaultProxy(upstream: registry.host, ["--match", "/blobs/", "--corrupt-times", "1000", "--corrupt-skip", "1"])
+        defer { proxy.stop() }
+        let client = registryClient(proxy.host)
+        let via = Reference(registry: proxy.host, repository: ref.repository, tag: ref.tag)
+        let want = try TarContent(try fixture("kitchen-sink.tar")).files["data/big.txt"]!
+        try await withTemporaryDirectory("lazy-corrupt") { dir in
+            try await withMountedLayer(client, via, layers[0], at: dir + "/m", options: try quietOptions()) { m in
+                // A 4 MiB chunk of text: the middle of its range is inside its own gzip member.
+                let path = dir + "/m/data/big.txt"
+                switch await blockingRead(path, offset: 0, length: 100) {
+                case .success(let bytes): Issue.record("read \(bytes.count) bytes of a corrupt chunk")
+                case .failure(let e): #expect(e.errno == EIO)
+                }
+                #expect(m.layer.fetchStatistics.verificationFailures >= 2)
+                _ = try httpGet(proxy.host, "/__heal")
+                let healed = try await blockingRead(path, offset: 0, length: 100).get()
+                #expect(healed == Array(want[0..<100]))
+            }
+        }
+        try await client.shutdown()
+    }
+
+    @Test("the mount answers while the prefetch is held up by a slow registry; then prefetched files cost no request")
+    func slowPrefetch() async throws {
+        let registry = try LocalRegistry.start()
+        defer { registry.stop() }
+        let setup = registryClient(registry.host)
+        let ref = try Reference("\(registry.host)/lazy/slow:1")
+        let layers = try await TestImage.pushEStargz(setup, ref, blobs: [try fixture("app.prio.esgz")])
+        try await setup.shutdown()
+        let proxy = try FaultProxy(upstream: registry.host, ["--hold-range", "bytes=0-"])
+        defer {
+            _ = try? httpGet(proxy.host, "/__release")
+            proxy.stop()
+        }
+        let client = registryClient(proxy.host)
+        let via = Reference(registry: proxy.host, repository: ref.repository, tag: ref.tag)
+        try await withTemporaryDirectory("lazy-slow") { dir in
+            try await withMountedLayer(client, via, layers[0], at: dir + "/m", options: try quietOptions(prefetch: true)) { m in
+                #expect(listDirectory(dir + "/m/usr/lib/app").contains("mod000.py"))
+                #expect(lstatPath(dir + "/m/usr/bin/app")?.size == 200_000)
+                #expect(!m.layer.fetchStatistics.prefetchDone)
+                _ = try httpGet(proxy.host, "/__release")
+                await m.layer.waitForBackgroundWork()
+                let s = m.layer.fetchStatistics
+                #expect(s.prefetchDone && s.requests == 1)
+                let app = try await blockingRead(dir + "/m/usr/bin/app", offset: 0, length: 200_000).get()
+                #expect(app.count == 200_000)
+                #expect(m.layer.fetchStatistics.requests == 1, "the prioritized file came from the prefetch")
+            }
+        }
+        try await client.shutdown()
+    }
+
+    @Test("background fetch makes the layer fully local on disk; a new mount reads it with no request")
+    func backgroundFetch() async throws {
+        let registry = try LocalRegistry.start()
+        defer { registry.stop() }
+        let client = registryClient(registry.host)
+        let ref = try Reference("\(registry.host)/lazy/bg:1")
+        let layers = try await TestImage.pushEStargz(client, ref, blobs: [try fixture("kitchen-sink.chunk64k.esgz")])
+        let want = try TarContent(try fixture("kitchen-sink.tar")).files["data/big.txt"]!
+        try await withTemporaryDirectory("lazy-bg") { dir in
+            let options = try quietOptions(cache: dir + "/cache", prefetch: true, background: true)
+            try await withMountedLayer(client, ref, layers[0], at: dir + "/m", options: options) { m in
+                await m.layer.waitForBackgroundWork()
+                #expect(m.layer.fetchStatistics.fullyLocal)
+            }
+            // The cache survives: a second mount (a restart) fetches nothing.
+            try await withMountedLayer(client, ref, layers[0], at: dir + "/m2", options: try quietOptions(cache: dir + "/cache")) { m in
+                let all = try await blockingRead(dir + "/m2/data/big.txt", offset: 0, length: want.count).get()
+                #expect(all == want)
+                #expect(m.layer.fetchStatistics.requests == 0)
+            }
+        }
+        try await client.shutdown()
+    }
+
+    @Test("overlayfs stacks two mounted layers: a whiteout hides a lower file, an opaque directory hides a lower tree")
+    func overlay() async throws {
+        let registry = try LocalRegistry.start()
+        defer { registry.stop() }
+        let client = registryClient(registry.host)
+        try await withTemporaryDirectory("lazy-overlay") { dir in
+            let tb = TarBuilder()
+                .file("etc/removed", Array("gone\n".utf8))
+                .file("etc/kept", Array("kept\n".utf8))
+                .file("var/old", Array("old\n".utf8))
+            try Data(tb.bytes()).write(to: URL(fileURLWithPath: dir + "/lower.tar"))
+            _ = try EStargzWriter.build(input: dir + "/lower.tar", output: dir + "/lower.esgz", options: WriterOptions())
+            let lower = [UInt8](try Data(contentsOf: URL(fileURLWithPath: dir + "/lower.esgz")))
+            let ref = try Reference("\(registry.host)/lazy/overlay:1")
+            let layers = try await TestImage.pushEStargz(client, ref, blobs: [lower, try fixture("kitchen-sink.esgz")])
+            try await withMountedLayer(client, ref, layers[0], at: dir + "/l0", options: try quietOptions()) { _ in
+                try await withMountedLayer(client, ref, layers[1], at: dir + "/l1", options: try quietOptions()) { _ in
+                    try FileManager.default.createDirectory(atPath: dir + "/merged", withIntermediateDirectories: true)
+                    try run("/bin/mount", ["-t", "overlay", "overlay", "-o", "lowerdir=\(dir)/l1:\(dir)/l0", dir + "/merged"])
+                    defer { _ = try? run("/bin/umount", [dir + "/merged"]) }
+                    let (etc, varList, kept) = try await blocking {
+                        (listDirectory(dir + "/merged/etc"), listDirectory(dir + "/merged/var"),
+                         FileManager.default.contents(atPath: dir + "/merged/etc/kept"))
+                    }
+                    #expect(etc.contains("kept") && etc.contains("hostname") && !etc.contains("removed"), "\(etc)")
+                    #expect(!varList.contains("old"))
+                    #expect(kept == Data("kept\n".utf8))
+                }
+            }
+        }
+        try await client.shutdown()
+    }
+}

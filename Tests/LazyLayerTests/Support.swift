@@ -1,0 +1,175 @@
+// SPDX-License-Identifier: Apache-2.0
+import CLinuxSys
+import EStargz
+import FUSE
+import Foundation
+import LazyLayer
+import OCI
+import Registry
+import Store
+import TestSupport
+import Testing
+#if canImport(Glibc)
+@preconcurrency import Glibc
+#endif
+
+let fixtures = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+    .deletingLastPathComponent().deletingLastPathComponent().appendingPathComponent("shared/fixtures/estargz").path
+
+func fixture(_ name: String) throws -> [UInt8] {
+    [UInt8](try Data(contentsOf: URL(fileURLWithPath: "\(fixtures)/\(name)")))
+}
+
+func registryClient(_ hosts: String...) -> RegistryClient {
+    var h: [String: HostConfiguration] = [:]
+    for host in hosts { h[host] = HostConfiguration(insecure: true) }
+    return RegistryClient(configuration: RegistryConfiguration(hosts: h, maxRetries: 2, retryBaseDelay: .milliseconds(5)))
+}
+
+/// Options for tests: nothing fetched unless asked, memory only unless a cache directory is given.
+func quietOptions(cache: String? = nil, prefetch: Bool = false, background: Bool = false) throws -> LazyLayerOptions {
+    LazyLayerOptions(
+        diskCache: try cache.map { try DiskChunkCache(directory: $0) }, prefetch: prefetch, backgroundFetch: background)
+}
+
+/// Mounts a layer, runs `body`, and unmounts on every path; checks that nothing stays mounted.
+func withMountedLayer<T>(
+    _ client: RegistryClient, _ ref: Reference, _ layer: Descriptor, at dir: String, options: LazyLayerOptions,
+    _ body: (MountedLayer) async throws -> T
+) async throws -> T {
+    try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+    let m = try await MountedLayer.mount(client: client, reference: ref, descriptor: layer, at: dir, options: options)
+    do {
+        let r = try await body(m)
+        await m.unmount()
+        #expect(!isMounted(dir), "\(dir) is still mounted")
+        return r
+    } catch {
+        await m.unmount()
+        forceUnmount(dir)
+        throw error
+    }
+}
+
+/// `pread` of a file in the mount; the errno on failure.
+func preadFile(_ path: String, offset: Int, length: Int) -> Result<[UInt8], FUSEError> {
+    let fd = open(path, O_RDONLY)
+    guard fd >= 0 else { return .failure(FUSEError(errno)) }
+    defer { close(fd) }
+    var out = [UInt8](repeating: 0, count: length)
+    var got = 0
+    while got < length {
+        let n = out.withUnsafeMutableBytes { pread(fd, $0.baseAddress! + got, length - got, off_t(offset + got)) }
+        if n < 0 { return .failure(FUSEError(errno)) }
+        if n == 0 { break }
+        got += n
+    }
+    return .success(Array(out.prefix(got)))
+}
+
+struct Stat {
+    var mode: UInt32, uid: UInt32, gid: UInt32, size: Int64, mtime: Int, nlink: UInt, rdev: UInt
+}
+
+func lstatPath(_ p: String) -> Stat? {
+    var st = stat()
+    guard lstat(p, &st) == 0 else { return nil }
+    return Stat(
+        mode: st.st_mode, uid: st.st_uid, gid: st.st_gid, size: Int64(st.st_size), mtime: st.st_mtim.tv_sec,
+        nlink: UInt(st.st_nlink), rdev: UInt(st.st_rdev))
+}
+
+func xattrs(_ p: String) -> [String: [UInt8]] {
+    var names = [Int8](repeating: 0, count: 65536)
+    let n = llistxattr(p, &names, names.count)
+    guard n > 0 else { return [:] }
+    var out: [String: [UInt8]] = [:]
+    for name in names.prefix(n).split(separator: 0) {
+        let key = String(decoding: name.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+        var v = [UInt8](repeating: 0, count: 65536)
+        let m = lgetxattr(p, key, &v, v.count)
+        if m >= 0 { out[key] = Array(v.prefix(m)) }
+    }
+    return out
+}
+
+func listDirectory(_ p: String) -> [String] {
+    ((try? FileManager.default.contentsOfDirectory(atPath: p)) ?? []).sorted()
+}
+
+/// Compares a mounted layer with the directory `tar -x` made of the same layer: names, types, modes, owners,
+/// sizes, times, link counts, link targets, devices, xattrs and content; whiteouts must be in overlay form.
+func compareTrees(mount: String, extracted: String, relative: String = "", _ problems: inout [String]) {
+    let here = relative.isEmpty ? "" : relative + "/"
+    var expectedNames: Set<String> = []
+    for name in listDirectory(extracted + "/" + relative) {
+        let rel = here + name
+        let m = mount + "/" + rel, x = extracted + "/" + rel
+        if name == ".wh..wh..opq" {
+            if !(xattrs(mount + "/" + relative)["trusted.overlay.opaque"] == [UInt8(ascii: "y")]) { problems.append("\(relative) is not opaque") }
+            continue
+        }
+        if name.hasPrefix(".wh.") {
+            let shown = String(name.dropFirst(4))
+            expectedNames.insert(shown)
+            let s = lstatPath(mount + "/" + here + shown)
+            if !(s.map { $0.mode & 0o170000 == 0o020000 && $0.rdev == 0 } == true) { problems.append("\(rel) is not a 0/0 char device") }
+            continue
+        }
+        expectedNames.insert(name)
+        guard let ms = lstatPath(m), let xs = lstatPath(x) else {
+            problems.append("\(rel) is missing from the mount")
+            continue
+        }
+        if !(ms.mode == xs.mode) { problems.append("\(rel): mode \(String(ms.mode, radix: 8)) vs \(String(xs.mode, radix: 8))") }
+        if !(ms.uid == xs.uid && ms.gid == xs.gid) { problems.append("\(rel): owner") }
+        let type = xs.mode & 0o170000
+        if type != 0o040000 {
+            if !(ms.mtime == xs.mtime) { problems.append("\(rel): mtime") }
+        }
+        if type == 0o100000 {
+            if !(ms.size == xs.size) { problems.append("\(rel): size") }
+            if !(ms.nlink == xs.nlink) { problems.append("\(rel): nlink") }
+            let a = FileManager.default.contents(atPath: m), b = FileManager.default.contents(atPath: x)
+            if !(a != nil && a == b) { problems.append("\(rel): content differs") }
+            if !(xattrs(m) == xattrs(x)) { problems.append("\(rel): xattrs") }
+        }
+        if type == 0o120000 {
+            if (try? FileManager.default.destinationOfSymbolicLink(atPath: m))
+                != (try? FileManager.default.destinationOfSymbolicLink(atPath: x))
+            {
+                problems.append("\(rel): link target")
+            }
+        }
+        if type == 0o020000 || type == 0o060000 {
+            if !(ms.rdev == xs.rdev) { problems.append("\(rel): device") }
+        }
+        if type == 0o040000 {
+            compareTrees(mount: mount, extracted: extracted, relative: rel, &problems)
+        }
+    }
+    let shown = Set(listDirectory(mount + "/" + relative))
+    if !(shown == expectedNames) { problems.append("\(relative.isEmpty ? "/" : relative): mount shows \(shown.subtracting(expectedNames)) extra, lacks \(expectedNames.subtracting(shown))") }
+}
+
+/// Runs blocking file-system work on a Dispatch thread: a test must never block the cooperative pool on
+/// its own mount, whose reads may need that pool.
+func blocking<T: Sendable>(_ body: @escaping @Sendable () throws -> T) async throws -> T {
+    try await withCheckedThrowingContinuation { c in
+        DispatchQueue.global().async { c.resume(with: Result { try body() }) }
+    }
+}
+
+/// The differences between a mount and an extracted tar (none when they agree).
+func treeDifferences(mount: String, extracted: String) async throws -> [String] {
+    try await blocking {
+        var p: [String] = []
+        compareTrees(mount: mount, extracted: extracted, &p)
+        return p
+    }
+}
+
+/// `preadFile` on a Dispatch thread.
+func blockingRead(_ path: String, offset: Int, length: Int) async -> Result<[UInt8], FUSEError> {
+    (try? await blocking { preadFile(path, offset: offset, length: length) }) ?? .failure(FUSEError(EIO))
+}
