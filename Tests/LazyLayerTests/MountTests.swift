@@ -327,3 +327,56 @@ struct MountTests {
         try await client.shutdown()
     }
 }
+
+@Suite("stargz mount (the command, as a process)")
+struct MountCommandTests {
+    @Test("stargz mount serves a layer until SIGTERM, then unmounts and says what it fetched")
+    func mountUntilSignal() async throws {
+        let stargz = Paths.repoRoot.appendingPathComponent(".build/debug/stargz").path
+        try #require(FileManager.default.isExecutableFile(atPath: stargz), "build the stargz executable first")
+        let registry = try LocalRegistry.start()
+        defer { registry.stop() }
+        let client = registryClient(registry.host)
+        let ref = try Reference("\(registry.host)/lazy/cli:1")
+        let layers = try await TestImage.pushEStargz(client, ref, blobs: [try fixture("kitchen-sink.esgz")])
+        try await client.shutdown()
+        try await withTemporaryDirectory("lazy-cli") { dir in
+            try FileManager.default.createDirectory(atPath: dir + "/m", withIntermediateDirectories: true)
+            let p = Process()
+            p.executableURL = URL(fileURLWithPath: stargz)
+            p.arguments = [
+                "mount", "--insecure-registry", registry.host, "--cache-dir", dir + "/cache", "--no-background-fetch",
+                ref.description, layers[0].digest.description, dir + "/m",
+            ]
+            let out = Pipe()
+            p.standardOutput = out
+            try p.run()
+            defer {
+                if p.isRunning { kill(p.processIdentifier, SIGKILL) }
+                forceUnmount(dir + "/m")
+            }
+            let first = try await blocking { () -> String in
+                var text = ""
+                while !text.contains("\n") {
+                    let d = out.fileHandleForReading.availableData
+                    if d.isEmpty { break }
+                    text += String(decoding: d, as: UTF8.self)
+                }
+                return text
+            }
+            #expect(first.hasPrefix("mounted \(layers[0].digest)"), "\(first)")
+            #expect(isMounted(dir + "/m"))
+            let hostname = try await blocking { FileManager.default.contents(atPath: dir + "/m/etc/hostname") }
+            #expect(hostname.map { String(decoding: $0, as: UTF8.self) }?.isEmpty == false)
+            kill(p.processIdentifier, SIGTERM)
+            let rest = try await blocking { () -> String in
+                let d = out.fileHandleForReading.readDataToEndOfFile()
+                p.waitUntilExit()
+                return String(decoding: d, as: UTF8.self)
+            }
+            #expect(p.terminationStatus == 0)
+            #expect(rest.contains("unmounted"), "\(rest)")
+            #expect(!isMounted(dir + "/m"))
+        }
+    }
+}
