@@ -20,6 +20,9 @@ let package = Package(
         .library(name: "StargzCLI", targets: ["StargzCLI"]),
         .library(name: "Registry", targets: ["Registry"]),
         .library(name: "Convert", targets: ["Convert"]),
+        .library(name: "FUSE", targets: ["FUSE"]),
+        .library(name: "LazyLayer", targets: ["LazyLayer"]),
+        .library(name: "Store", targets: ["Store"]),
         // Starts real registries and tools for tests and benchmarks; not for products.
         .library(name: "TestSupport", targets: ["TestSupport"]),
     ],

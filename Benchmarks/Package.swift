@@ -23,6 +23,8 @@ let package = Package(
                 .product(name: "EStargz", package: "main"),
                 .product(name: "OCI", package: "main"),
                 .product(name: "TestSupport", package: "main"),
+                .product(name: "LazyLayer", package: "main"),
+                .product(name: "Store", package: "main"),
             ],
             swiftSettings: [.swiftLanguageMode(.v6)]),
     ]

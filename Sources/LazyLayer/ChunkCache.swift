@@ -61,12 +61,16 @@ final class MemoryChunkCache: Sendable {
 }
 
 /// Decompressed chunks on disk, named by their sha256 (so identical chunks of different layers are stored
-/// once), written to a temporary file and renamed into place. A chunk read back is verified against its
-/// name before use, so a damaged cache file is a miss, never wrong bytes. The cache survives restarts.
+/// once), written to a temporary file and renamed into place. A chunk found on disk that this process did
+/// not write is verified against its name before its first use, so a damaged cache file is a miss, never
+/// wrong bytes; after that it is trusted, as the chunks this process wrote and verified are.
+/// The cache survives restarts.
 public final class DiskChunkCache: Sendable {
     /// The cache directory.
     public let directory: String
     private let queue = DispatchQueue(label: "stargz.chunk-cache.write", attributes: .concurrent)
+    /// Chunks verified by this process (written after verification, or checked once when first read).
+    private let verified = Mutex<Set<Digest>>([])
 
     /// Uses (and creates) `directory`.
     public init(directory: String) throws {
@@ -87,12 +91,91 @@ public final class DiskChunkCache: Sendable {
         defer { close(fd) }
         var out = [UInt8](repeating: 0, count: size)
         let n = out.withUnsafeMutableBytes { pread(fd, $0.baseAddress, size, 0) }
-        guard n == size, Digest.sha256(of: out) == d else {
+        guard n == size else {
             unlink(p)
             return nil
         }
+        if verified.withLock({ $0.contains(d) }) { return out }
+        guard Digest.sha256(of: out) == d else {
+            unlink(p)
+            return nil
+        }
+        trust(d)
         return out
     }
+
+    /// Bytes `[from, to)` of a chunk of `size` bytes: a `pread` of just that range when the chunk is trusted
+    /// already, else the whole chunk read and verified first (and `whole` receives it). Nil when absent or
+    /// damaged. The file stays open (a few dozen at most), so that the kernel's readahead follows a reader
+    /// that goes through a chunk in order.
+    func read(_ d: Digest, size: Int, from: Int, to: Int, whole: (([UInt8]) -> Void)? = nil) -> [UInt8]? {
+        if verified.withLock({ $0.contains(d) }), let fd = openFile(d) {
+            defer { releaseFile(fd) }
+            var out = [UInt8](repeating: 0, count: to - from)
+            let n = out.withUnsafeMutableBytes { pread(fd.fd, $0.baseAddress, to - from, off_t(from)) }
+            if n == to - from { return out }
+            return nil
+        }
+        guard let all = get(d, size: size) else { return nil }
+        whole?(all)
+        return Array(all[from..<to])
+    }
+
+    /// A shared open file: the fd, how many readers hold it, and whether it has left the open set.
+    /// The fd is closed exactly once: when it has left the set and its last reader is done.
+    final class OpenFile: Sendable {
+        let fd: Int32
+        private let state = Mutex((users: 1, retired: false, closed: false))
+        init(fd: Int32) { self.fd = fd }
+
+        /// Takes a use unless the file is closed already.
+        func acquire() -> Bool {
+            state.withLock { s in
+                guard !s.closed else { return false }
+                s.users += 1
+                return true
+            }
+        }
+
+        func release() { finish { $0.users -= 1 } }
+        func retire() { finish { $0.retired = true } }
+
+        private func finish(_ change: (inout (users: Int, retired: Bool, closed: Bool)) -> Void) {
+            let close = state.withLock { s in
+                change(&s)
+                guard s.users == 0, s.retired, !s.closed else { return false }
+                s.closed = true
+                return true
+            }
+            if close { Glibc.close(fd) }
+        }
+    }
+    private let files = Mutex<(open: [Digest: OpenFile], order: [Digest])>(([:], []))
+
+    private func openFile(_ d: Digest) -> OpenFile? {
+        if let f = files.withLock({ $0.open[d] }), f.acquire() { return f }
+        let fd = open(path(d), O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { return nil }
+        let f = OpenFile(fd: fd)
+        // A file another reader opened meanwhile is replaced (and closed when its readers are done).
+        let evicted: [OpenFile] = files.withLock { s in
+            var out: [OpenFile] = []
+            if let old = s.open.removeValue(forKey: d) {
+                s.order.removeAll { $0 == d }
+                out.append(old)
+            }
+            s.open[d] = f
+            s.order.append(d)
+            while s.order.count > 32 {
+                if let o = s.open.removeValue(forKey: s.order.removeFirst()) { out.append(o) }
+            }
+            return out
+        }
+        for o in evicted { o.retire() }
+        return f
+    }
+
+    private func releaseFile(_ f: OpenFile) { f.release() }
 
     /// Whether a chunk file is present (not verified).
     func contains(_ d: Digest) -> Bool { access(path(d), F_OK) == 0 }
@@ -107,7 +190,17 @@ public final class DiskChunkCache: Sendable {
         }
     }
 
+    /// Remembers a verified chunk (the set is bounded: past 500,000 it starts again, and chunks are
+    /// verified once more).
+    private func trust(_ d: Digest) {
+        verified.withLock { v in
+            if v.count >= 500_000 { v.removeAll(keepingCapacity: true) }
+            v.insert(d)
+        }
+    }
+
     private func write(_ d: Digest, _ bytes: [UInt8]) {
+        trust(d)
         let final = path(d)
         if access(final, F_OK) == 0 { return }
         let dir = (final as NSString).deletingLastPathComponent

@@ -326,7 +326,30 @@ public final class LazyLayer: FileSystem {
     public func cachedRead(node: UInt64, offset: UInt64, size: Int) throws(FUSEError) -> [UInt8]? {
         let p = try plan(node, offset: offset, size: size)
         if p.chunks.isEmpty { return [] }
-        return assemble(p.chunks, cached, start: p.start, end: p.end)
+        var out = [UInt8]()
+        out.reserveCapacity(Int(p.end - p.start))
+        for c in p.chunks {
+            let from = Int(max(p.start, c.fileOffset) - c.fileOffset)
+            let to = Int(min(p.end, c.fileOffset + c.size) - c.fileOffset)
+            let k = Self.key(c)
+            if let v = memory.get(k) {
+                out.append(contentsOf: v[from..<to])
+            } else if let disk = options.diskCache, let d = c.digest, memory.capacity >= 8 * Int(c.size),
+                let v = disk.get(d, size: Int(c.size))
+            {
+                // Memory to spare: the whole chunk comes in, for the reads that follow.
+                memory.put(k, v)
+                out.append(contentsOf: v[from..<to])
+            } else if let disk = options.diskCache, let d = c.digest,
+                let v = disk.read(d, size: Int(c.size), from: from, to: to, whole: { self.memory.put(k, $0) })
+            {
+                // A trusted chunk on disk is read in the range asked for only, not loaded whole.
+                out.append(contentsOf: v)
+            } else {
+                return nil
+            }
+        }
+        return out
     }
 
     public func read(node: UInt64, offset: UInt64, size: Int) async throws -> [UInt8] {

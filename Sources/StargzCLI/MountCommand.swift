@@ -43,7 +43,7 @@ struct MountCommand: AsyncParsableCommand {
     @Option(help: "Where verified chunks are kept (default: ~/.cache/stargz/chunks).")
     var cacheDir: String?
 
-    @Option(help: "Memory cache bound in MiB.")
+    @Option(name: .customLong("memory-cache-mib"), help: "Memory cache bound in MiB.")
     var memoryCacheMiB = 64
 
     @OptionGroup var registry: RegistryOptions
@@ -78,6 +78,9 @@ struct MountCommand: AsyncParsableCommand {
                     targets.append((d, dir))
                 }
             }
+            // Signals are caught from here on: one that arrives while layers are being mounted still
+            // unmounts them.
+            let stop = SignalWaiter([SIGINT, SIGTERM])
             var mounted: [MountedLayer] = []
             do {
                 for (d, dir) in targets {
@@ -89,7 +92,7 @@ struct MountCommand: AsyncParsableCommand {
                 throw error
             }
             fflush(nil)
-            await waitForSignal([SIGINT, SIGTERM])
+            await stop.wait()
             for m in mounted {
                 await m.unmount()
                 let s = m.layer.fetchStatistics
@@ -99,33 +102,51 @@ struct MountCommand: AsyncParsableCommand {
     }
 }
 
-/// Returns when one of `signals` arrives (their default action is off meanwhile).
-func waitForSignal(_ signals: [Int32]) async {
-    await withCheckedContinuation { (c: CheckedContinuation<Void, Never>) in
-        let keeper = SignalSources()
+/// Catches signals from its creation on; ``wait()`` returns once one of them has arrived (at once if one
+/// already has).
+// Sendable: `sources` is set once in init and only cancelled after (DispatchSource.cancel is thread-safe);
+// the rest is behind the Mutex.
+final class SignalWaiter: @unchecked Sendable {
+    private struct State {
+        var arrived = false
+        var waiter: CheckedContinuation<Void, Never>? = nil
+    }
+    private let state = Mutex(State())
+    private var sources: [any DispatchSourceSignal] = []
+
+    init(_ signals: [Int32]) {
+        // A parent may have left them blocked (a blocked mask is inherited across exec).
+        var set = sigset_t()
+        sigemptyset(&set)
+        for s in signals { sigaddset(&set, s) }
+        pthread_sigmask(SIG_UNBLOCK, &set, nil)
         for s in signals {
             signal(s, SIG_IGN)
             let src = DispatchSource.makeSignalSource(signal: s, queue: .global())
-            // The handler holds the keeper, and the keeper the sources: they live until the first signal.
-            src.setEventHandler {
-                if keeper.take() { c.resume() }
-            }
-            keeper.add(src)
+            src.setEventHandler { [self] in arrive() }
+            sources.append(src)
             src.resume()
         }
     }
-}
 
-/// The signal sources of one wait, and whether it has ended.
-final class SignalSources: Sendable {
-    private let state = Mutex<(taken: Bool, sources: [any DispatchSourceSignal])>((false, []))
-    func add(_ s: any DispatchSourceSignal) { state.withLock { $0.sources.append(s) } }
-    func take() -> Bool {
-        state.withLock { s in
-            let first = !s.taken
-            for src in s.sources { src.cancel() }
-            s = (true, [])
-            return first
+    private func arrive() {
+        let w = state.withLock { s in
+            s.arrived = true
+            defer { s.waiter = nil }
+            return s.waiter
         }
+        w?.resume()
+    }
+
+    func wait() async {
+        await withCheckedContinuation { (c: CheckedContinuation<Void, Never>) in
+            let now = state.withLock { s in
+                if s.arrived { return true }
+                s.waiter = c
+                return false
+            }
+            if now { c.resume() }
+        }
+        for src in sources { src.cancel() }
     }
 }

@@ -11,7 +11,7 @@ own challenge (as it would for an expired token). --fail-skip lets N matching re
 --corrupt-times N flips one byte in the middle of the next N partial (206) blob bodies that match, after
 --corrupt-skip M have passed untouched.
 --hold-range PREFIX holds blob requests whose Range header starts with PREFIX until GET /__release.
-GET /__heal turns every fault off.
+GET /__heal turns every fault off. --rate B sends blob bodies at B bytes per second (a slow link).
 "bytes" in the stats counts the blob body bytes sent.
 Prints "listening on PORT" when ready. GET /__stats answers {"requests": n, "faults": m, "redirects": r,
 "multirange": k, "METHOD": count, ...}.
@@ -36,6 +36,7 @@ ap.add_argument("--refuse-multirange", action="store_true")
 ap.add_argument("--redirect-blobs", action="store_true")
 ap.add_argument("--corrupt-times", type=int, default=0)
 ap.add_argument("--corrupt-skip", type=int, default=0)
+ap.add_argument("--rate", type=int, default=0, help="bytes per second for blob bodies (0: unthrottled)")
 ap.add_argument("--hold-range", default=None)
 args = ap.parse_args()
 
@@ -167,7 +168,16 @@ class Handler(http.server.BaseHTTPRequestHandler):
             return
         self.end_headers()
         if self.command != "HEAD":
-            self.wfile.write(data)
+            if args.rate > 0 and "/blobs/" in self.path:
+                piece = max(4096, args.rate // 100)
+                start = time.monotonic()
+                for i in range(0, len(data), piece):
+                    self.wfile.write(data[i:i + piece])
+                    ahead = (i + piece) / args.rate - (time.monotonic() - start)
+                    if ahead > 0:
+                        time.sleep(ahead)
+            else:
+                self.wfile.write(data)
 
     do_GET = do_HEAD = do_PUT = do_POST = do_PATCH = do_DELETE = handle_any
 

@@ -2,12 +2,17 @@
 // Registry benchmarks against a real docker-registry on 127.0.0.1. Prints numbers and ratios, never asserts.
 //   RegistryBench ranges            range reads of 4 KiB … 4 MiB: our client vs curl on one kept-alive connection
 //   RegistryBench convert TAR...    registry→registry image conversion vs converting the same tar.gz files locally
+//   RegistryBench mount FILE STARGZ  a file through a lazy FUSE mount: warm read throughput vs local disk, cold read
+//                                    time vs the physical limit of a throttled link, resident memory of `stargz mount`
 import Compression
 import Convert
 import EStargz
+import Dispatch
 import Foundation
+import LazyLayer
 import OCI
 import Registry
+import Store
 import TestSupport
 
 func now() -> Double {
@@ -136,13 +141,148 @@ func convert(_ tars: [String]) async throws {
     try await c.shutdown()
 }
 
+/// Blocking work on a Dispatch thread (never block the cooperative pool on our own mount).
+func blocking<T: Sendable>(_ body: @escaping @Sendable () throws -> T) async throws -> T {
+    try await withCheckedThrowingContinuation { c in
+        DispatchQueue.global().async { c.resume(with: Result { try body() }) }
+    }
+}
+
+func dropCaches() {
+    sync()
+    _ = try? "3".write(toFile: "/proc/sys/vm/drop_caches", atomically: false, encoding: .utf8)
+}
+
+/// Seconds to read a whole file sequentially in 1 MiB reads.
+func timeRead(_ path: String) async throws -> (Double, Int) {
+    try await blocking {
+        let fd = open(path, O_RDONLY)
+        guard fd >= 0 else { throw SupportError("cannot open \(path)") }
+        defer { close(fd) }
+        var buf = [UInt8](repeating: 0, count: 1 << 20)
+        var total = 0
+        let t0 = now()
+        while true {
+            let n = buf.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
+            if n < 0 { throw SupportError("read \(path) failed: errno \(errno)") }
+            if n == 0 { break }
+            total += n
+        }
+        return (now() - t0, total)
+    }
+}
+
+func mountBench(_ file: String, _ stargz: String) async throws {
+    let registry = try LocalRegistry.start()
+    defer { registry.stop() }
+    let c = client(registry)
+    let dir = NSTemporaryDirectory() + "mountbench-\(getpid())"
+    try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+    defer {
+        for m in ["m1", "m2", "m3"] { forceUnmount("\(dir)/\(m)") }
+        try? FileManager.default.removeItem(atPath: dir)
+    }
+    let content = [UInt8](try Data(contentsOf: URL(fileURLWithPath: file)))
+    try Data(TarBuilder().file("big", content, mode: 0o755).bytes()).write(to: URL(fileURLWithPath: dir + "/layer.tar"))
+    let built = try EStargzWriter.build(input: dir + "/layer.tar", output: dir + "/layer.esgz", options: WriterOptions())
+    let ref = try Reference("\(registry.host)/bench/mount:1")
+    let layers = try await TestImage.pushEStargz(c, ref, blobs: [[UInt8](try Data(contentsOf: URL(fileURLWithPath: dir + "/layer.esgz")))])
+    print("file: \(file), \(content.count >> 20) MiB, \(built.compressedSize >> 20) MiB as eStargz (4 MiB chunks)")
+
+    // Warm: every chunk local (background fetch to the disk cache), then read with the page cache dropped.
+    for (label, memory) in [("memory cache", 256 << 20), ("disk cache", 8 << 20)] {
+        let m = dir + (memory > 8 << 20 ? "/m1" : "/m2")
+        try FileManager.default.createDirectory(atPath: m, withIntermediateDirectories: true)
+        let options = LazyLayerOptions(
+            memoryCacheBytes: memory, diskCache: try DiskChunkCache(directory: dir + "/cache"), prefetch: false, backgroundFetch: true)
+        let mounted = try await MountedLayer.mount(client: c, reference: ref, descriptor: layers[0], at: m, options: options)
+        await mounted.layer.waitForBackgroundWork()
+        _ = try await timeRead(m + "/big")
+        var best = (mount: Double.infinity, local: Double.infinity)
+        for _ in 0..<3 {
+            dropCaches()
+            best.mount = min(best.mount, try await timeRead(m + "/big").0)
+            dropCaches()
+            best.local = min(best.local, try await timeRead(file).0)
+        }
+        await mounted.unmount()
+        let mb = { (t: Double) in Double(content.count) / t / 1e6 }
+        print(String(
+            format: "warm read (%@): mount %.0f MB/s, local disk %.0f MB/s, ratio %.2f (goal >= 0.5)", label, mb(best.mount),
+            mb(best.local), best.local / best.mount))
+    }
+
+    // Cold: nothing local, through a throttled link.
+    let rate = 20_000_000
+    let proxy = try FaultProxy(upstream: registry.host, ["--rate", String(rate)])
+    defer { proxy.stop() }
+    let pc = RegistryClient(configuration: RegistryConfiguration(hosts: [proxy.host: HostConfiguration(insecure: true)]))
+    let via = Reference(registry: proxy.host, repository: ref.repository, tag: ref.tag)
+    var rtt = Double.infinity
+    for _ in 0..<5 {
+        let t0 = now()
+        _ = try await pc.readRange(via, layers[0].digest, offset: 0, length: 1)
+        rtt = min(rtt, now() - t0)
+    }
+    try FileManager.default.createDirectory(atPath: dir + "/m3", withIntermediateDirectories: true)
+    let cold = try await MountedLayer.mount(
+        client: pc, reference: via, descriptor: layers[0], at: dir + "/m3",
+        options: LazyLayerOptions(prefetch: false, backgroundFetch: false))
+    let before = try proxy.stats()["bytes"] ?? 0
+    dropCaches()
+    let (t, _) = try await timeRead(dir + "/m3/big")
+    let bytes = (try proxy.stats()["bytes"] ?? 0) - before
+    await cold.unmount()
+    let limit = Double(bytes) / Double(rate) + rtt
+    print(String(
+        format: "cold read at %d MB/s: %.2f s for %d compressed bytes; limit (bytes/rate + RTT %.1f ms) %.2f s; ratio %.2f",
+        rate / 1_000_000, t, bytes, rtt * 1000, limit, t / limit))
+    try await pc.shutdown()
+
+    // Resident memory of `stargz mount` with the fixtures mounted and every file read.
+    let fixtures = Paths.fixtures.path
+    let blobs = try ["kitchen-sink.esgz", "kitchen-sink.chunk64k.esgz", "app.prio.esgz", "app.zstdchunked", "empty.esgz"].map {
+        [UInt8](try Data(contentsOf: URL(fileURLWithPath: "\(fixtures)/\($0)")))
+    }
+    let fref = try Reference("\(registry.host)/bench/fixtures:1")
+    try await TestImage.pushEStargz(c, fref, blobs: blobs)
+    let p = Process()
+    p.executableURL = URL(fileURLWithPath: stargz)
+    p.arguments = ["mount", "--insecure-registry", registry.host, "--cache-dir", dir + "/fcache", "--memory-cache-mib", "64", fref.description, dir + "/fx"]
+    let out = Pipe()
+    p.standardOutput = out
+    try p.run()
+    defer { if p.isRunning { kill(p.processIdentifier, SIGKILL) } }
+    let ready = try await blocking { () -> Bool in
+        var text = ""
+        while text.components(separatedBy: "mounted").count <= blobs.count {
+            let d = out.fileHandleForReading.availableData
+            if d.isEmpty { return false }
+            text += String(decoding: d, as: UTF8.self)
+        }
+        return true
+    }
+    guard ready else { throw SupportError("stargz mount did not mount the fixtures") }
+    let files = try await blocking { () -> Int in
+        let list = try run("/usr/bin/find", [dir + "/fx", "-type", "f"]).split(separator: "\n")
+        return list.filter { FileManager.default.contents(atPath: String($0)) != nil }.count
+    }
+    let status = (try? String(contentsOfFile: "/proc/\(p.processIdentifier)/status", encoding: .utf8)) ?? ""
+    let rss = status.split(separator: "\n").first { $0.hasPrefix("VmRSS:") }.map(String.init) ?? "?"
+    kill(p.processIdentifier, SIGTERM)
+    p.waitUntilExit()
+    print("stargz mount with the 5 fixtures mounted and \(files) files read: \(rss) (goal < 30 MB + the 64 MiB memory cache bound)")
+    try await c.shutdown()
+}
+
 let args = CommandLine.arguments
 do {
     switch args.count > 1 ? args[1] : "" {
     case "ranges": try await ranges()
     case "convert" where args.count > 2: try await convert(Array(args[2...]))
+    case "mount" where args.count == 4: try await mountBench(args[2], args[3])
     default:
-        FileHandle.standardError.write(Data("usage: RegistryBench ranges | convert TAR...\n".utf8))
+        FileHandle.standardError.write(Data("usage: RegistryBench ranges | convert TAR... | mount FILE STARGZ-BINARY\n".utf8))
         exit(2)
     }
 } catch {
