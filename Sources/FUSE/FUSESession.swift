@@ -31,6 +31,9 @@ public final class FUSESession: Sendable {
         public var cacheTimeout: Duration
         /// Largest read request the kernel sends.
         public var maxRead: Int
+        /// How to mount: `mount(2)` needs root (CAP_SYS_ADMIN); the `fusermount3` helper works for any user
+        /// (with `user_allow_other` in /etc/fuse.conf for ``allowOther``).
+        public var method: MountMethod
         /// The highest protocol minor version to speak (older kernels are met at theirs); 38 is the
         /// version of the ABI header this is built against.
         public var maxMinor: UInt32
@@ -39,8 +42,9 @@ public final class FUSESession: Sendable {
         public init(
             readers: Int = 4, maxInFlight: Int = 128, fsName: String = "stargz", subtype: String = "stargz",
             allowOther: Bool = true, cacheTimeout: Duration = .seconds(3600), maxRead: Int = 1 << 20,
-            maxMinor: UInt32 = 38
+            maxMinor: UInt32 = 38, method: MountMethod = .automatic
         ) {
+            self.method = method
             self.readers = min(16, max(2, readers))
             self.maxInFlight = max(1, maxInFlight)
             self.fsName = fsName
@@ -50,6 +54,16 @@ public final class FUSESession: Sendable {
             self.maxRead = max(4096, min(maxRead, 1 << 20))
             self.maxMinor = maxMinor
         }
+    }
+
+    /// How a session is mounted.
+    public enum MountMethod: Sendable {
+        /// `mount(2)` when running as root, else the helper.
+        case automatic
+        /// `mount(2)`.
+        case syscall
+        /// `fusermount3`, which mounts and hands the /dev/fuse fd back over a socket.
+        case helper
     }
 
     struct State {
@@ -91,22 +105,13 @@ public final class FUSESession: Sendable {
         _ fs: any FileSystem, at mountPoint: String, options: Options = Options(),
         logger: Logger = Logger(label: "stargz.fuse")
     ) throws -> FUSESession {
-        let fd = open("/dev/fuse", O_RDWR | O_CLOEXEC)
-        guard fd >= 0 else { throw FUSEError(errno, "cannot open /dev/fuse") }
         var st = stat()
         guard stat(mountPoint, &st) == 0, (st.st_mode & 0o170000) == 0o040000 else {
             let e = errno
-            close(fd)
             throw FUSEError(e == 0 ? ENOTDIR : e, "mount point \(mountPoint) is not a directory")
         }
-        var data = "fd=\(fd),rootmode=40000,user_id=\(getuid()),group_id=\(getgid()),default_permissions,max_read=\(options.maxRead)"
-        if options.allowOther { data += ",allow_other" }
-        let flags = UInt(MS_NOSUID | MS_NODEV | MS_RDONLY)
-        guard Glibc.mount(options.fsName, mountPoint, "fuse.\(options.subtype)", flags, data) == 0 else {
-            let e = errno
-            close(fd)
-            throw FUSEError(e, "mount(2) of \(mountPoint) failed: \(String(cString: strerror(e)))")
-        }
+        let useHelper = options.method == .helper || (options.method == .automatic && geteuid() != 0)
+        let fd = useHelper ? try mountWithHelper(mountPoint, options) : try mountWithSyscall(mountPoint, options)
         let session = FUSESession(mountPoint: mountPoint, fd: fd, fs: fs, options: options, logger: logger)
         var fds = [fd]
         for _ in 1..<options.readers {
@@ -134,6 +139,55 @@ public final class FUSESession: Sendable {
         return session
     }
 
+    private static func mountWithSyscall(_ mountPoint: String, _ options: Options) throws -> Int32 {
+        let fd = open("/dev/fuse", O_RDWR | O_CLOEXEC)
+        guard fd >= 0 else { throw FUSEError(errno, "cannot open /dev/fuse") }
+        var data = "fd=\(fd),rootmode=40000,user_id=\(getuid()),group_id=\(getgid()),default_permissions,max_read=\(options.maxRead)"
+        if options.allowOther { data += ",allow_other" }
+        let flags = UInt(MS_NOSUID | MS_NODEV | MS_RDONLY)
+        guard Glibc.mount(options.fsName, mountPoint, "fuse.\(options.subtype)", flags, data) == 0 else {
+            let e = errno
+            close(fd)
+            throw FUSEError(e, "mount(2) of \(mountPoint) failed: \(String(cString: strerror(e)))")
+        }
+        return fd
+    }
+
+    /// Runs `fusermount3` with one end of a socket pair as `_FUSE_COMMFD`; it mounts and sends the fd back.
+    private static func mountWithHelper(_ mountPoint: String, _ options: Options) throws -> Int32 {
+        let candidates: [String] = ["/usr/bin/fusermount3", "/bin/fusermount3"]
+        guard let helper = candidates.first(where: { (p: String) in access(p, X_OK) == 0 }) else {
+            throw FUSEError(ENOENT, "fusermount3 is not installed (apt-get install fuse3)")
+        }
+        var sv: [Int32] = [-1, -1]
+        guard socketpair(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0, &sv) == 0 else {
+            throw FUSEError(errno, "socketpair failed")
+        }
+        defer { close(sv[1]) }
+        var opts = "ro,nosuid,nodev,default_permissions,fsname=\(options.fsName),subtype=\(options.subtype),max_read=\(options.maxRead)"
+        if options.allowOther { opts += ",allow_other" }
+        // The child gets our end as fd 3 (posix_spawn: Foundation's Process would close it).
+        var actions = posix_spawn_file_actions_t()
+        posix_spawn_file_actions_init(&actions)
+        defer { posix_spawn_file_actions_destroy(&actions) }
+        posix_spawn_file_actions_adddup2(&actions, sv[0], 3)
+        let argv = [helper, "-o", opts, "--", mountPoint]
+        var env = ProcessInfo.processInfo.environment
+        env["_FUSE_COMMFD"] = "3"
+        let envv = env.map { "\($0.key)=\($0.value)" }
+        var pid: pid_t = 0
+        let rc = withCStrings(argv) { a in withCStrings(envv) { e in posix_spawn(&pid, helper, &actions, nil, a, e) } }
+        close(sv[0])
+        guard rc == 0 else { throw FUSEError(rc, "cannot run \(helper)") }
+        let fd = CLinuxFUSE_receiveFD(sv[1])
+        var status: Int32 = 0
+        waitpid(pid, &status, 0)
+        guard fd >= 0 else {
+            throw FUSEError(EPERM, "\(helper) did not mount \(mountPoint) (exit status \(status >> 8))")
+        }
+        return fd
+    }
+
     /// The protocol minor version agreed with the kernel.
     public var negotiatedMinor: UInt32 { state.withLock { $0.minor } }
 
@@ -148,7 +202,7 @@ public final class FUSESession: Sendable {
             if umount2(mountPoint, Int32(MNT_DETACH)) != 0 {
                 // Not root: the setuid helper can still do it.
                 let p = Process()
-                p.executableURL = URL(fileURLWithPath: "/bin/fusermount3")
+                p.executableURL = URL(fileURLWithPath: "/usr/bin/fusermount3")
                 p.arguments = ["-u", "-z", mountPoint]
                 try? p.run()
                 p.waitUntilExit()
@@ -486,4 +540,12 @@ public final class FUSESession: Sendable {
         let end = b.firstIndex(of: 0) ?? b.count
         return UnsafeRawBufferPointer(rebasing: b[0..<end])
     }
+}
+
+/// Runs `body` with a NULL-terminated C array of the strings.
+private func withCStrings<R>(_ strings: [String], _ body: ([UnsafeMutablePointer<CChar>?]) -> R) -> R {
+    var ptrs: [UnsafeMutablePointer<CChar>?] = strings.map { strdup($0) }
+    ptrs.append(nil)
+    defer { for p in ptrs { free(p) } }
+    return body(ptrs)
 }

@@ -139,6 +139,26 @@ struct MountTests {
         try await client.shutdown()
     }
 
+    @Test("mounting through fusermount3 (the way for users other than root) serves the same tree", arguments: [
+        FUSESession.MountMethod.helper, .syscall,
+    ])
+    func mountMethods(_ method: FUSESession.MountMethod) async throws {
+        let layer = try await LazyLayer.open(MemoryBlobSource(try fixture("kitchen-sink.esgz")), options: try quietOptions())
+        try await withTemporaryDirectory("lazy-method") { dir in
+            let session = try await blocking {
+                try FUSESession.mount(layer, at: dir, options: FUSESession.Options(method: method))
+            }
+            let (hostname, mounted) = try await blocking {
+                (FileManager.default.contents(atPath: dir + "/etc/hostname"), isMounted(dir))
+            }
+            #expect(mounted)
+            #expect(hostname != nil && hostname!.count == 7)
+            #expect(session.negotiatedMinor >= 9)
+            try await blocking { session.unmount() }
+            #expect(!isMounted(dir))
+        }
+    }
+
     @Test("a 1-byte read of a 9 MB file fetches only the chunk that holds it")
     func oneByte() async throws {
         let registry = try LocalRegistry.start()

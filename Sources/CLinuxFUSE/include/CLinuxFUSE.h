@@ -13,6 +13,9 @@
 #include <sys/stat.h>
 #include <sys/statvfs.h>
 #include <errno.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <spawn.h>
 
 /// FUSE_DEV_IOC_CLONE: attaches `fd` (a fresh open of /dev/fuse) to the session of `sessionFD`.
 static inline int CLinuxFUSE_clone(int fd, int sessionFD) {
@@ -21,6 +24,27 @@ static inline int CLinuxFUSE_clone(int fd, int sessionFD) {
 }
 
 static inline int CLinuxFUSE_errno(void) { return errno; }
+
+/// Receives the /dev/fuse fd that fusermount3 sends over `sock` (SCM_RIGHTS); -1 when none came.
+static inline int CLinuxFUSE_receiveFD(int sock) {
+    char byte;
+    struct iovec iov = { &byte, 1 };
+    union { struct cmsghdr align; char buf[CMSG_SPACE(sizeof(int))]; } control;
+    struct msghdr msg;
+    memset(&msg, 0, sizeof(msg));
+    msg.msg_iov = &iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control.buf;
+    msg.msg_controllen = sizeof(control.buf);
+    ssize_t n;
+    do { n = recvmsg(sock, &msg, MSG_CMSG_CLOEXEC); } while (n < 0 && errno == EINTR);
+    if (n <= 0) return -1;
+    struct cmsghdr *c = CMSG_FIRSTHDR(&msg);
+    if (c == NULL || c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS) return -1;
+    int fd;
+    memcpy(&fd, CMSG_DATA(c), sizeof(int));
+    return fd;
+}
 
 /// The size of the dirent record for a name of `namelen` bytes, padded to 8 (FUSE_DIRENT_SIZE).
 static inline size_t CLinuxFUSE_direntSize(size_t namelen) {
