@@ -2,9 +2,8 @@
 // The FUSE kernel ABI (<linux/fuse.h>, 7.38 on Debian 12) and the few macros Swift cannot import.
 #ifndef CLINUXFUSE_H
 #define CLINUXFUSE_H
-#ifndef _GNU_SOURCE
-#define _GNU_SOURCE
-#endif
+// No _GNU_SOURCE here: it changes how glibc declares shared types (fd_set), and the module would then
+// disagree with the other C modules (CDispatch) that a Swift file imports with it.
 #include <linux/fuse.h>
 #include <stdint.h>
 #include <sys/ioctl.h>
@@ -37,6 +36,9 @@ static inline int CLinuxFUSE_receiveFD(int sock) {
     msg.msg_control = control.buf;
     msg.msg_controllen = sizeof(control.buf);
     ssize_t n;
+#ifndef MSG_CMSG_CLOEXEC
+#define MSG_CMSG_CLOEXEC 0x40000000
+#endif
     do { n = recvmsg(sock, &msg, MSG_CMSG_CLOEXEC); } while (n < 0 && errno == EINTR);
     if (n <= 0) return -1;
     struct cmsghdr *c = CMSG_FIRSTHDR(&msg);
