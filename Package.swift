@@ -78,7 +78,7 @@ let package = Package(
             swiftSettings: swiftSettings),
         .target(
             name: "Store",
-            dependencies: ["LazyLayer", "FUSE", "Registry", "OCI", "EStargz", .product(name: "Logging", package: "swift-log")],
+            dependencies: ["LazyLayer", "FUSE", "Registry", "OCI", "EStargz", "TOML", .product(name: "Logging", package: "swift-log")],
             swiftSettings: swiftSettings),
         .target(
             name: "Convert",
@@ -93,6 +93,7 @@ let package = Package(
             dependencies: [
                 "EStargz", "OCI", "CLinuxSys", "Registry", "Convert", "Store", "LazyLayer", "FUSE",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: swiftSettings),
         .executableTarget(
@@ -104,7 +105,9 @@ let package = Package(
         .testTarget(name: "OCITests", dependencies: ["OCI"], swiftSettings: swiftSettings),
         .testTarget(
             name: "LazyLayerTests",
-            dependencies: ["LazyLayer", "FUSE", "CLinuxFUSE", "CLinuxSys", "Store", "Registry", "EStargz", "OCI", "TestSupport"],
+            dependencies: [
+                "LazyLayer", "FUSE", "CLinuxFUSE", "CLinuxSys", "Store", "Registry", "EStargz", "OCI", "TestSupport", "Convert",
+            ],
             swiftSettings: swiftSettings),
         .testTarget(name: "ConfigTests", dependencies: ["TOML", "Registry"], swiftSettings: swiftSettings),
         .testTarget(

@@ -29,6 +29,15 @@ public final class FUSESession: Sendable {
         public var allowOther: Bool
         /// How long the kernel may cache names and attributes (the tree never changes).
         public var cacheTimeout: Duration
+        /// Whether the kernel may cache "no such name" answers (for ``cacheTimeout``).
+        public var cacheNegativeLookups: Bool
+        /// Mount read-only (MS_RDONLY). A store that takes `create`/`rmdir` notifications mounts read-write
+        /// and still answers every write with EROFS.
+        public var readOnly: Bool
+        /// Let the kernel check permissions from the modes (`default_permissions`).
+        public var defaultPermissions: Bool
+        /// Honour setuid/setgid bits (no `nosuid`), as container root filesystems need.
+        public var allowSetuid: Bool
         /// Largest read request the kernel sends.
         public var maxRead: Int
         /// How to mount: `mount(2)` needs root (CAP_SYS_ADMIN); the `fusermount3` helper works for any user
@@ -42,9 +51,14 @@ public final class FUSESession: Sendable {
         public init(
             readers: Int = 4, maxInFlight: Int = 128, fsName: String = "stargz", subtype: String = "stargz",
             allowOther: Bool = true, cacheTimeout: Duration = .seconds(3600), maxRead: Int = 1 << 20,
-            maxMinor: UInt32 = 38, method: MountMethod = .automatic
+            maxMinor: UInt32 = 38, method: MountMethod = .automatic, cacheNegativeLookups: Bool = true,
+            readOnly: Bool = true, defaultPermissions: Bool = true, allowSetuid: Bool = false
         ) {
             self.method = method
+            self.cacheNegativeLookups = cacheNegativeLookups
+            self.readOnly = readOnly
+            self.defaultPermissions = defaultPermissions
+            self.allowSetuid = allowSetuid
             self.readers = min(16, max(2, readers))
             self.maxInFlight = max(1, maxInFlight)
             self.fsName = fsName
@@ -142,9 +156,12 @@ public final class FUSESession: Sendable {
     private static func mountWithSyscall(_ mountPoint: String, _ options: Options) throws -> Int32 {
         let fd = open("/dev/fuse", O_RDWR | O_CLOEXEC)
         guard fd >= 0 else { throw FUSEError(errno, "cannot open /dev/fuse") }
-        var data = "fd=\(fd),rootmode=40000,user_id=\(getuid()),group_id=\(getgid()),default_permissions,max_read=\(options.maxRead)"
+        var data = "fd=\(fd),rootmode=40000,user_id=\(getuid()),group_id=\(getgid()),max_read=\(options.maxRead)"
         if options.allowOther { data += ",allow_other" }
-        let flags = UInt(MS_NOSUID | MS_NODEV | MS_RDONLY)
+        if options.defaultPermissions { data += ",default_permissions" }
+        var flags = UInt(MS_NODEV)
+        if !options.allowSetuid { flags |= UInt(MS_NOSUID) }
+        if options.readOnly { flags |= UInt(MS_RDONLY) }
         guard Glibc.mount(options.fsName, mountPoint, "fuse.\(options.subtype)", flags, data) == 0 else {
             let e = errno
             close(fd)
@@ -164,7 +181,10 @@ public final class FUSESession: Sendable {
             throw FUSEError(errno, "socketpair failed")
         }
         defer { close(sv[1]) }
-        var opts = "ro,nosuid,nodev,default_permissions,fsname=\(options.fsName),subtype=\(options.subtype),max_read=\(options.maxRead)"
+        var opts = "nodev,fsname=\(options.fsName),subtype=\(options.subtype),max_read=\(options.maxRead)"
+        opts += options.readOnly ? ",ro" : ",rw"
+        opts += options.allowSetuid ? ",suid" : ",nosuid"
+        if options.defaultPermissions { opts += ",default_permissions" }
         if options.allowOther { opts += ",allow_other" }
         // The child gets our end as fd 3 (posix_spawn: Foundation's Process would close it).
         var actions = posix_spawn_file_actions_t()
@@ -248,7 +268,7 @@ public final class FUSESession: Sendable {
             reply(fd, h.unique, error: ENOSYS)
             return true
         }
-        if op.isWrite {
+        if op.isWrite && op != .create && op != .rmdir {
             reply(fd, h.unique, error: EROFS)
             return true
         }
@@ -268,12 +288,19 @@ public final class FUSESession: Sendable {
                 do {
                     let a = try fs.lookup(parent: h.nodeid, name: name)
                     replyEntry(fd, h.unique, a)
-                } catch let e where e.errno == ENOENT {
+                } catch let e where e.errno == ENOENT && options.cacheNegativeLookups {
                     // A negative entry the kernel may cache: a container start looks up many missing names.
                     var out = fuse_entry_out()
                     setTimeouts(&out)
                     replyStruct(fd, h.unique, &out, size: entryOutSize)
                 }
+            case .create:
+                let name = cString(UnsafeRawBufferPointer(rebasing: body[MemoryLayout<fuse_create_in>.size...]))
+                try fs.create(parent: h.nodeid, name: name)
+                throw FUSEError(EIO, "create answered without an error")
+            case .rmdir:
+                try fs.rmdir(parent: h.nodeid, name: cString(body))
+                reply(fd, h.unique, error: 0)
             case .getattr:
                 var out = fuse_attr_out()
                 out.attr = try encode(fs.attributes(node: h.nodeid))

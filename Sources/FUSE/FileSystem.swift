@@ -138,4 +138,15 @@ public protocol FileSystem: Sendable {
     func cachedRead(node: UInt64, offset: UInt64, size: Int) throws(FUSEError) -> [UInt8]?
     /// Reads bytes, fetching what is missing. Runs in a task; cancelled by a FUSE interrupt.
     func read(node: UInt64, offset: UInt64, size: Int) async throws -> [UInt8]
+    /// See the extension: EROFS unless a tree takes notifications this way.
+    func create(parent: UInt64, name: UnsafeRawBufferPointer) throws(FUSEError)
+    /// See the extension: EROFS unless a tree takes notifications this way.
+    func rmdir(parent: UInt64, name: UnsafeRawBufferPointer) throws(FUSEError)
+}
+
+extension FileSystem {
+    /// A `create(2)` of `name` in `parent` (the store counts references this way). Read-only trees: EROFS.
+    public func create(parent: UInt64, name: UnsafeRawBufferPointer) throws(FUSEError) { throw FUSEError(EROFS) }
+    /// An `rmdir(2)` of `name` in `parent` (the store's release notification). Read-only trees: EROFS.
+    public func rmdir(parent: UInt64, name: UnsafeRawBufferPointer) throws(FUSEError) { throw FUSEError(EROFS) }
 }

@@ -1,15 +1,29 @@
 // SPDX-License-Identifier: Apache-2.0
 public import ArgumentParser
+import Dispatch
+import FUSE
+import Foundation
+import LazyLayer
+import Logging
+import OCI
+import Registry
+import Store
+#if canImport(Glibc)
+@preconcurrency import Glibc
+#endif
 
-/// `stargz-store`: the Additional Layer Store daemon (not implemented yet: prints its usage).
-public struct StoreCommand: ParsableCommand {
+/// `stargz-store`: the Additional Layer Store daemon for CRI-O and Podman.
+@available(macOS 10.15, macCatalyst 13, iOS 13, tvOS 13, watchOS 6, *)
+public struct StoreCommand: AsyncParsableCommand {
     public static let configuration = CommandConfiguration(
         commandName: "stargz-store",
         abstract: "Serve eStargz layers lazily as a containers/storage Additional Layer Store (FUSE).",
         discussion: """
             Usage: stargz-store [-config PATH] [-log-level LEVEL] [-root DIR] MOUNTPOINT
 
-            The daemon is not implemented yet in this build; it only prints this usage.
+            Point storage.conf at it: additionallayerstores = ["MOUNTPOINT:ref"]. Runs until SIGINT or SIGTERM,
+            then unmounts. With NOTIFY_SOCKET set (systemd Type=notify) it sends READY=1 once the mount answers.
+            `stargz-store config default` prints the default config.toml.
             """,
         version: StargzVersion.current)
 
@@ -22,13 +36,113 @@ public struct StoreCommand: ParsableCommand {
     @Option(name: [.customLong("root", withSingleDash: true), .customLong("root")], help: "Root directory.")
     var root: String = "/var/lib/stargz-store"
 
-    @Argument(help: "The mount point of the store.")
-    var mountpoint: String?
+    @Argument(help: "The mount point of the store (or `config default`).")
+    var arguments: [String] = []
 
     public init() {}
 
-    public func run() throws {
-        print(Self.helpMessage())
-        throw ExitCode(2)
+    public func validate() throws {
+        guard JSONLogHandler.level(logLevel) != nil else { throw ValidationError("invalid log level \"\(logLevel)\"") }
+        if arguments.isEmpty { throw ValidationError("mount point must be specified") }
+        if arguments.count > 1 && arguments != ["config", "default"] { throw ValidationError("one mount point only") }
+    }
+
+    public func run() async throws {
+        if arguments == ["config", "default"] {
+            print(StoreConfiguration.defaultTOML, terminator: "")
+            return
+        }
+        let level = JSONLogHandler.level(logLevel)!
+        let logger = Logger(label: "stargz.store") { JSONLogHandler(label: $0, level: level) }
+        let mountpoint = arguments[0]
+
+        // Configuration: a missing default file means defaults; anything else must load.
+        var conf = StoreConfiguration()
+        if let data = FileManager.default.contents(atPath: config) {
+            do {
+                let (c, warnings) = try StoreConfiguration.parse(String(decoding: data, as: UTF8.self), path: config)
+                conf = c
+                for w in warnings { logger.warning("\(w) in \(config) is ignored") }
+            } catch {
+                logger.critical("failed to load config file \"\(config)\": \(error)")
+                throw ExitCode(1)
+            }
+        } else if config != "/etc/stargz-store/config.toml" {
+            logger.critical("failed to load config file \"\(config)\": it does not exist")
+            throw ExitCode(1)
+        }
+
+        // Hosts: registries.conf first, then config.toml's resolver section on top.
+        var hosts: [String: HostConfiguration] = [:]
+        do { hosts = try RegistriesConf.load(RegistriesConf.defaultFiles()) } catch {
+            logger.warning("registries.conf is ignored: \(error)")
+        }
+        for (k, v) in conf.hosts { hosts[k] = v }
+        let client = RegistryClient(
+            configuration: RegistryConfiguration(
+                hosts: hosts, fetchTimeout: .seconds(conf.fetchingTimeoutSeconds), maxRetries: Int(conf.maxRetries),
+                retryBaseDelay: .milliseconds(conf.minWaitMilliseconds)),
+            credentials: CredentialStore(), logger: logger)
+
+        do {
+            try FileManager.default.createDirectory(atPath: root + "/chunks", withIntermediateDirectories: true)
+            try FileManager.default.createDirectory(atPath: mountpoint, withIntermediateDirectories: true)
+        } catch {
+            logger.critical("cannot create \(root) or \(mountpoint): \(error)")
+            throw ExitCode(1)
+        }
+        // A mount left by a crash ("transport endpoint is not connected") is cleaned up first.
+        if umount2(mountpoint, Int32(MNT_DETACH)) == 0 { logger.info("cleaned up a stale mount at \(mountpoint)") }
+
+        let layerOptions = LazyLayerOptions(
+            memoryCacheBytes: Int(conf.memoryCacheMiB) << 20, diskCache: try DiskChunkCache(directory: root + "/chunks"),
+            prefetch: !conf.noPrefetch, prefetchSizeWithoutLandmark: conf.prefetchSize, backgroundFetch: !conf.noBackgroundFetch)
+        let manager = LayerManager(
+            client: client,
+            options: LayerManagerOptions(layer: layerOptions, manifestTTL: .seconds(conf.resolveResultEntryTTLSeconds)),
+            logger: logger)
+        let fs = StoreFileSystem(manager: manager, logger: logger)
+        let stop = SignalWaiter([SIGINT, SIGTERM])
+        let fuse = FUSESession.Options(
+            readers: 8, fsName: "stargzstore", subtype: "stargzstore", cacheTimeout: .seconds(1),
+            cacheNegativeLookups: false, readOnly: false, defaultPermissions: false, allowSetuid: true)
+        let session: FUSESession
+        do {
+            session = try await blockingCall { try FUSESession.mount(fs, at: mountpoint, options: fuse, logger: logger) }
+        } catch {
+            logger.critical("failed to mount \(mountpoint): \(error)")
+            throw ExitCode(1)
+        }
+        // READY only once the mount answers.
+        let answers = (try? await blockingCall { () -> Bool in
+            var st = stat()
+            return stat(mountpoint, &st) == 0
+        }) ?? false
+        logger.info("store mounted; content verification is on (TOC digest and every chunk)", metadata: ["mountpoint": "\(mountpoint)", "root": "\(root)"])
+        let notified = SystemdNotify.send("READY=1")
+        logger.debug("SdNotifyReady", metadata: ["notified": "\(notified)", "answers": "\(answers)"])
+
+        await stop.wait()
+        SystemdNotify.send("STOPPING=1")
+        manager.close()
+        await blockingCall { session.unmount() }
+        try? await client.shutdown()
+        logger.info("Exiting")
+    }
+}
+
+/// Blocking work on a Dispatch thread, off the cooperative pool.
+func blockingCall<T: Sendable>(_ body: @escaping @Sendable () throws -> T) async throws -> T {
+    try await withCheckedThrowingContinuation { c in
+        DispatchQueue.global().async { c.resume(with: Result { try body() }) }
+    }
+}
+
+func blockingCall(_ body: @escaping @Sendable () -> Void) async {
+    await withCheckedContinuation { (c: CheckedContinuation<Void, Never>) in
+        DispatchQueue.global().async {
+            body()
+            c.resume()
+        }
     }
 }

@@ -17,9 +17,10 @@ public final class TestPodman: Sendable {
         directory = FileManager.default.temporaryDirectory.appendingPathComponent("podman-\(UUID().uuidString)").path
         try FileManager.default.createDirectory(atPath: directory + "/root", withIntermediateDirectories: true)
         try FileManager.default.createDirectory(atPath: directory + "/run", withIntermediateDirectories: true)
+        // Only the overlay driver consults additional layer stores.
         var conf = """
             [storage]
-            driver = "vfs"
+            driver = "\(additionalLayerStore == nil ? "vfs" : "overlay")"
             graphroot = "\(directory)/root"
             runroot = "\(directory)/run"
             """

@@ -112,13 +112,15 @@ struct CLITests {
         #expect(d.out.contains("verify: OK"))
     }
 
-    @Test("stargz-store accepts upstream's Go-style flags and prints its usage")
+    @Test("stargz-store accepts upstream's Go-style flags; a bad level or a missing mount point is a usage error")
     func storeUsage() throws {
         let cmd = try StoreCommand.parse(["-config", "/x.toml", "-log-level=debug", "--root=/r", "/mnt"])
-        #expect(cmd.config == "/x.toml" && cmd.logLevel == "debug" && cmd.root == "/r" && cmd.mountpoint == "/mnt")
+        #expect(cmd.config == "/x.toml" && cmd.logLevel == "debug" && cmd.root == "/r" && cmd.arguments == ["/mnt"])
         let defaults = try StoreCommand.parse(["/mnt"])
         #expect(defaults.config == "/etc/stargz-store/config.toml" && defaults.root == "/var/lib/stargz-store")
         #expect(StoreCommand.helpMessage().contains("MOUNTPOINT"))
+        #expect(throws: (any Error).self) { try StoreCommand.parse(["-log-level=loud", "/mnt"]) }
+        #expect(throws: (any Error).self) { try StoreCommand.parse(["-config", "/x.toml"]) }
     }
 
     @Test("image convert, then image inspect shows eStargz layers; a bad reference is a usage error")

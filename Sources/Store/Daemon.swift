@@ -1,0 +1,110 @@
+// SPDX-License-Identifier: Apache-2.0
+import Foundation
+public import Logging
+import Synchronization
+#if canImport(Glibc)
+@preconcurrency import Glibc
+#endif
+
+/// `sd_notify(3)` without libsystemd: one datagram to `$NOTIFY_SOCKET` (a path, or `@name` in the abstract
+/// namespace). Does nothing when the variable is unset.
+public enum SystemdNotify {
+    /// Sends `state` (`READY=1`, `STOPPING=1`); true when it was sent.
+    @discardableResult
+    public static func send(_ state: String, environment: [String: String]? = nil) -> Bool {
+        let env = environment ?? ProcessInfo.processInfo.environment
+        guard let path = env["NOTIFY_SOCKET"], !path.isEmpty else { return false }
+        let fd = socket(AF_UNIX, Int32(SOCK_DGRAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+        guard fd >= 0 else { return false }
+        defer { close(fd) }
+        var addr = sockaddr_un()
+        addr.sun_family = sa_family_t(AF_UNIX)
+        var bytes = Array(path.utf8)
+        if bytes.first == UInt8(ascii: "@") { bytes[0] = 0 }
+        guard bytes.count < MemoryLayout.size(ofValue: addr.sun_path) else { return false }
+        withUnsafeMutableBytes(of: &addr.sun_path) { p in p.copyBytes(from: bytes) }
+        let len = socklen_t(MemoryLayout<sa_family_t>.size + bytes.count)
+        let message = Array(state.utf8)
+        let sent = withUnsafePointer(to: &addr) { a in
+            a.withMemoryRebound(to: sockaddr.self, capacity: 1) { sa in
+                message.withUnsafeBytes { sendto(fd, $0.baseAddress, $0.count, 0, sa, len) }
+            }
+        }
+        return sent == message.count
+    }
+}
+
+/// Log lines as upstream writes them: one JSON object per line on stderr, `level`, `msg`, `time`, then fields.
+public struct JSONLogHandler: LogHandler {
+    public var metadata: Logger.Metadata = [:]
+    public var logLevel: Logger.Level
+    let label: String
+    static let lock = Mutex(())
+
+    /// A handler at `level`.
+    public init(label: String, level: Logger.Level) {
+        self.label = label
+        logLevel = level
+    }
+
+    public subscript(metadataKey key: String) -> Logger.Metadata.Value? {
+        get { metadata[key] }
+        set { metadata[key] = newValue }
+    }
+
+    public func log(event: LogEvent) {
+        var fields = metadata
+        if let extra = event.metadata { fields.merge(extra) { $1 } }
+        if let e = event.error { fields["error"] = "\(e)" }
+        var out = "{\"level\":\"\(Self.name(event.level))\",\"msg\":\(Self.quote(event.message.description)),\"time\":\"\(Self.now())\""
+        for (k, v) in fields.sorted(by: { $0.key < $1.key }) { out += ",\(Self.quote(k)):\(Self.quote("\(v)"))" }
+        out += "}\n"
+        Self.lock.withLock { _ in FileHandle.standardError.write(Data(out.utf8)) }
+    }
+
+    static func name(_ l: Logger.Level) -> String {
+        switch l {
+        case .trace: "trace"
+        case .debug: "debug"
+        case .info: "info"
+        case .notice: "info"
+        case .warning: "warning"
+        case .error: "error"
+        case .critical: "fatal"
+        }
+    }
+
+    static func now() -> String {
+        let f = ISO8601DateFormatter()
+        f.formatOptions = [.withInternetDateTime, .withFractionalSeconds]
+        return f.string(from: Date())
+    }
+
+    static func quote(_ s: String) -> String {
+        var out = "\""
+        for u in s.unicodeScalars {
+            switch u {
+            case "\"": out += "\\\""
+            case "\\": out += "\\\\"
+            case "\n": out += "\\n"
+            case "\t": out += "\\t"
+            default:
+                if u.value < 0x20 { out += String(format: "\\u%04x", u.value) } else { out.unicodeScalars.append(u) }
+            }
+        }
+        return out + "\""
+    }
+
+    /// Parses upstream's level names (`trace` … `panic`).
+    public static func level(_ s: String) -> Logger.Level? {
+        switch s.lowercased() {
+        case "trace": .trace
+        case "debug": .debug
+        case "info": .info
+        case "warn", "warning": .warning
+        case "error": .error
+        case "fatal", "panic": .critical
+        default: nil
+        }
+    }
+}

@@ -1,0 +1,221 @@
+// SPDX-License-Identifier: Apache-2.0
+import Dispatch
+import EStargz
+import Foundation
+public import LazyLayer
+public import Logging
+public import OCI
+public import Registry
+import Synchronization
+
+/// How the store resolves and keeps layers.
+public struct LayerManagerOptions: Sendable {
+    /// The options every lazy layer gets (caches, prefetch, background fetch).
+    public var layer: LazyLayerOptions
+    /// How long a resolved manifest is reused (upstream `resolve_result_entry_ttl_sec`).
+    public var manifestTTL: Duration
+    /// The platform whose manifest is used for an index.
+    public var platform: Platform
+
+    /// Creates options.
+    public init(layer: LazyLayerOptions = LazyLayerOptions(), manifestTTL: Duration = .seconds(120), platform: Platform = .current) {
+        self.layer = layer
+        self.manifestTTL = manifestTTL
+        self.platform = platform
+    }
+}
+
+/// A layer the store serves: the lazy tree, the blob, the `info` JSON and its reference count.
+public final class StoreLayer: Sendable {
+    /// Distinguishes this layer's inode numbers (the high 32 bits).
+    public let id: UInt32
+    /// The image reference it was resolved for.
+    public let reference: Reference
+    /// The layer's descriptor in the manifest.
+    public let descriptor: Descriptor
+    /// The lazily served tree.
+    public let lazy: LazyLayer
+    /// The compressed blob, read by range.
+    public let blob: RegistryBlobSource
+    /// The `info` file's bytes.
+    public let info: [UInt8]
+    let references = Mutex(0)
+
+    init(id: UInt32, reference: Reference, descriptor: Descriptor, lazy: LazyLayer, blob: RegistryBlobSource, info: [UInt8]) {
+        self.id = id
+        self.reference = reference
+        self.descriptor = descriptor
+        self.lazy = lazy
+        self.blob = blob
+        self.info = info
+    }
+
+    /// The current reference count (`use` creates minus `rmdir`s).
+    public var referenceCount: Int { references.withLock { $0 } }
+}
+
+/// Resolves `(reference, digest)` to served layers, once per key (concurrent lookups share the work), counts
+/// references and releases layers whose count drops to zero.
+///
+/// `digest` is the layer digest (containers/storage 1.43, Podman 4.3) or the TOC digest (containers/storage
+/// ≥ 1.54, current CRI-O). Only layers with a `containerd.io/snapshot/stargz/toc.digest` annotation are served:
+/// their TOC is checked against it and every chunk against its digest. Others are "not here" at once, so the
+/// client pulls them normally.
+public final class LayerManager: Sendable {
+    let client: RegistryClient
+    let options: LayerManagerOptions
+    let logger: Logger
+    private struct State {
+        var layers: [String: StoreLayer] = [:]
+        var resolving: [String: Task<StoreLayer, any Error>] = [:]
+        var manifests: [String: (image: ResolvedImage, until: ContinuousClock.Instant)] = [:]
+        var nextID: UInt32 = 1
+    }
+    private let state = Mutex(State())
+
+    /// Creates a manager.
+    public init(client: RegistryClient, options: LayerManagerOptions, logger: Logger) {
+        self.client = client
+        self.options = options
+        self.logger = logger
+    }
+
+    static func key(_ ref: Reference, _ digest: Digest) -> String { "\(ref)/\(digest)" }
+
+    /// A layer already resolved, if any.
+    public func layer(_ ref: Reference, _ digest: Digest) -> StoreLayer? {
+        state.withLock { $0.layers[Self.key(ref, digest)] }
+    }
+
+    /// A layer by its id.
+    public func layer(id: UInt32) -> StoreLayer? {
+        state.withLock { s in s.layers.values.first { $0.id == id } }
+    }
+
+    /// Resolves a layer (network: manifest, config, footer and TOC), or returns the one resolved before.
+    public func resolve(_ ref: Reference, _ digest: Digest) async throws -> StoreLayer {
+        let key = Self.key(ref, digest)
+        let task: Task<StoreLayer, any Error> = state.withLock { s in
+            if let l = s.layers[key] { return Task { l } }
+            if let t = s.resolving[key] { return t }
+            let t = Task { try await self.resolveUncached(ref, digest) }
+            s.resolving[key] = t
+            return t
+        }
+        do {
+            let layer = try await task.value
+            state.withLock { s in
+                s.resolving[key] = nil
+                if s.layers[key] == nil { s.layers[key] = layer }
+            }
+            return state.withLock { $0.layers[key] } ?? layer
+        } catch {
+            state.withLock { $0.resolving[key] = nil }
+            throw error
+        }
+    }
+
+    private func image(_ ref: Reference) async throws -> ResolvedImage {
+        let k = ref.description
+        if let c = state.withLock({ s in s.manifests[k].flatMap { $0.until > .now ? $0.image : nil } }) { return c }
+        let image = try await client.resolve(ref, platform: options.platform)
+        let until = ContinuousClock.now + options.manifestTTL
+        state.withLock { $0.manifests[k] = (image, until) }
+        return image
+    }
+
+    private func resolveUncached(_ ref: Reference, _ digest: Digest) async throws -> StoreLayer {
+        let start = ContinuousClock.now
+        let image = try await image(ref)
+        guard let index = image.decoded.layers.firstIndex(where: {
+            $0.digest == digest || $0.annotations?[AnnotationKey.tocDigest] == digest.description
+        }) else {
+            throw StoreError.notFound("\(ref) has no layer \(digest)")
+        }
+        let d = image.decoded.layers[index]
+        guard let toc = d.annotations?[AnnotationKey.tocDigest].flatMap(Digest.init) else {
+            throw StoreError.notFound("layer \(d.digest) of \(ref) is not eStargz (no TOC digest annotation)")
+        }
+        let config = try JSONSerialization.jsonObject(with: Data(image.config)) as? [String: Any]
+        let diffIDs = (config?["rootfs"] as? [String: Any])?["diff_ids"] as? [String] ?? []
+        guard diffIDs.count == image.decoded.layers.count else {
+            throw StoreError.notFound("config of \(ref) lists \(diffIDs.count) diff_ids for \(image.decoded.layers.count) layers")
+        }
+        var o = options.layer
+        o.expectedTOCDigest = toc
+        let source = RegistryBlobSource(client: client, reference: ref, digest: d.digest, size: d.size)
+        let lazy = try await LazyLayer.open(source, options: o, logger: logger)
+        let info = Self.info(d, diffID: diffIDs[index], toc: toc, asTOC: digest == toc && digest != d.digest)
+        let id = state.withLock { s in
+            defer { s.nextID += 1 }
+            return s.nextID
+        }
+        let layer = StoreLayer(id: id, reference: ref, descriptor: d, lazy: lazy, blob: source, info: info)
+        lazy.startBackgroundWork()
+        logger.info(
+            "layer resolved; served lazily with verification of the TOC digest and every chunk digest",
+            metadata: [
+                "image.ref": "\(ref)", "layer.digest": "\(d.digest)", "toc.digest": "\(toc)",
+                "latency": "\(milliseconds(ContinuousClock.now - start))ms",
+                "remote-snapshot-prepared": "true",
+            ])
+        return layer
+    }
+
+    /// The `info` JSON containers/storage reads (one line): the c/storage 1.43 keys, plus `toc-digest` and the
+    /// expected DiffID flag when the layer was asked for by TOC digest (c/storage ≥ 1.54).
+    static func info(_ d: Descriptor, diffID: String, toc: Digest, asTOC: Bool) -> [UInt8] {
+        var fields: [String] = [
+            "\"compressed-diff-digest\":\"\(d.digest)\"", "\"compressed-size\":\(d.size)", "\"diff-digest\":\"\(diffID)\"",
+        ]
+        if let size = d.annotations?[AnnotationKey.uncompressedSize].flatMap(Int64.init) { fields.append("\"diff-size\":\(size)") }
+        fields.append("\"compression\":\(d.mediaType.hasSuffix("+zstd") ? 4 : 2)")
+        if asTOC {
+            fields.append("\"toc-digest\":\"\(toc)\"")
+            fields.append("\"flags\":{\"expected-layer-diffid\":\"\(diffID)\"}")
+        }
+        return Array(("{" + fields.joined(separator: ",") + "}\n").utf8)
+    }
+
+    /// `use`: one more reference.
+    public func use(_ layer: StoreLayer) {
+        let n = layer.references.withLock { c in
+            c += 1
+            return c
+        }
+        logger.info("layer is marked as USING", metadata: ["image.ref": "\(layer.reference)", "layer.digest": "\(layer.descriptor.digest)", "refcounter": "\(n)"])
+    }
+
+    /// `rmdir`: one reference less; at zero the layer is released (background work stopped, memory freed).
+    /// False when the layer is not known (a restart lost the count).
+    public func release(_ ref: Reference, _ digest: Digest) -> Bool {
+        let key = Self.key(ref, digest)
+        guard let layer = state.withLock({ $0.layers[key] }) else { return false }
+        let n = layer.references.withLock { c in
+            c -= 1
+            return c
+        }
+        logger.info("layer is marked as RELEASE", metadata: ["image.ref": "\(ref)", "layer.digest": "\(digest)", "refcounter": "\(n)"])
+        if n <= 0 {
+            state.withLock { _ = $0.layers.removeValue(forKey: key) }
+            layer.lazy.close()
+            logger.info("layer released", metadata: ["image.ref": "\(ref)", "layer.digest": "\(digest)"])
+        }
+        return true
+    }
+
+    /// Stops every layer's background work.
+    public func close() {
+        for l in state.withLock({ Array($0.layers.values) }) { l.lazy.close() }
+    }
+}
+
+/// Why the store does not serve a layer.
+public struct StoreError: Error, CustomStringConvertible, Sendable {
+    /// What happened.
+    public var message: String
+    static func notFound(_ m: String) -> StoreError { StoreError(message: m) }
+    public var description: String { message }
+}
+
+func milliseconds(_ d: Duration) -> Int64 { d.components.seconds * 1000 + d.components.attoseconds / 1_000_000_000_000_000 }

@@ -1,0 +1,144 @@
+// SPDX-License-Identifier: Apache-2.0
+import Foundation
+public import Registry
+import TOML
+
+/// The stargz-store config.toml, with upstream's key names and defaults (stargz-store-behaviour.md §2).
+public struct StoreConfiguration: Sendable, Equatable {
+    /// Every default, in one place.
+    public enum Defaults {
+        public static let resolveResultEntryTTLSeconds: Int64 = 120
+        public static let prefetchSize: Int64 = 0
+        public static let maxConcurrency: Int64 = 2
+        public static let fetchingTimeoutSeconds: Int64 = 300
+        public static let maxRetries: Int64 = 5
+        public static let minWaitMilliseconds: Int64 = 30
+        public static let memoryCacheMiB: Int64 = 64
+    }
+
+    public var noPrefetch = false
+    public var noBackgroundFetch = false
+    public var prefetchSize = Defaults.prefetchSize
+    public var resolveResultEntryTTLSeconds = Defaults.resolveResultEntryTTLSeconds
+    public var maxConcurrency = Defaults.maxConcurrency
+    public var disableVerification = false
+    public var fetchingTimeoutSeconds = Defaults.fetchingTimeoutSeconds
+    public var maxRetries = Defaults.maxRetries
+    public var minWaitMilliseconds = Defaults.minWaitMilliseconds
+    /// `[directory_cache]`-style bound on the memory cache (our key: `memory_cache_mib`).
+    public var memoryCacheMiB = Defaults.memoryCacheMiB
+    /// `[[resolver.host."H".mirrors]]`.
+    public var hosts: [String: HostConfiguration] = [:]
+
+    /// The defaults.
+    public init() {}
+
+    /// Keys read (others warn).
+    static let known: Set<String> = [
+        "http_cache_type", "filesystem_cache_type", "resolve_result_entry_ttl_sec", "resolve_result_entry", "prefetch_size",
+        "prefetch_timeout_sec", "prefetch_async_size", "noprefetch", "no_background_fetch", "debug", "allow_no_verification",
+        "disable_verification", "max_concurrency", "no_prometheus", "log_file_access", "metadata_store", "metrics_address",
+        "debug_address", "memory_cache_mib", "blob", "directory_cache", "fuse", "resolver", "kubeconfig_keychain",
+        "blob.valid_interval", "blob.check_always", "blob.chunk_size", "blob.fetching_timeout_sec", "blob.force_single_range_mode",
+        "blob.prefetch_chunk_size", "blob.max_retries", "blob.min_wait_msec", "blob.max_wait_msec",
+        "directory_cache.max_lru_cache_entry", "directory_cache.max_cache_fds", "directory_cache.sync_add",
+        "directory_cache.direct", "fuse.attr_timeout", "fuse.entry_timeout", "kubeconfig_keychain.enable_keychain",
+        "kubeconfig_keychain.kubeconfig_path", "resolver.host",
+    ]
+
+    /// Parses config.toml text. Returns the configuration and warnings (unknown keys); throws on values of
+    /// the wrong type or range, naming every bad key.
+    public static func parse(_ text: String, path: String) throws -> (StoreConfiguration, [String]) {
+        let root: TOMLTable
+        do { root = try TOML.parse(text) } catch { throw ConfigurationError("\(path): \(error)") }
+        var c = StoreConfiguration()
+        var problems: [String] = []
+        var warnings: [String] = []
+        for (k, v) in root.entries {
+            if case .table(let t) = v, ["blob", "directory_cache", "fuse", "kubeconfig_keychain"].contains(k) {
+                for (k2, _) in t.entries where !known.contains("\(k).\(k2)") { warnings.append("unknown key \(k).\(k2)") }
+            } else if !known.contains(k) {
+                warnings.append("unknown key \(k)")
+            }
+        }
+        func bool(_ t: TOMLTable?, _ key: String, _ name: String, _ into: inout Bool) {
+            guard let v = t?[key] else { return }
+            if let b = v.boolean { into = b } else { problems.append("\(name) must be true or false, not a \(v.typeName)") }
+        }
+        func int(_ t: TOMLTable?, _ key: String, _ name: String, min: Int64 = 0, _ into: inout Int64) {
+            guard let v = t?[key] else { return }
+            guard let i = v.integer else { return problems.append("\(name) must be an integer, not a \(v.typeName)") }
+            guard i >= min else { return problems.append("\(name) must be at least \(min), not \(i)") }
+            into = i
+        }
+        bool(root, "noprefetch", "noprefetch", &c.noPrefetch)
+        bool(root, "no_background_fetch", "no_background_fetch", &c.noBackgroundFetch)
+        bool(root, "disable_verification", "disable_verification", &c.disableVerification)
+        int(root, "prefetch_size", "prefetch_size", &c.prefetchSize)
+        int(root, "resolve_result_entry_ttl_sec", "resolve_result_entry_ttl_sec", &c.resolveResultEntryTTLSeconds)
+        int(root, "max_concurrency", "max_concurrency", min: 1, &c.maxConcurrency)
+        int(root, "memory_cache_mib", "memory_cache_mib", min: 1, &c.memoryCacheMiB)
+        let blob = root["blob"]?.table
+        int(blob, "fetching_timeout_sec", "blob.fetching_timeout_sec", min: 1, &c.fetchingTimeoutSeconds)
+        int(blob, "max_retries", "blob.max_retries", &c.maxRetries)
+        int(blob, "min_wait_msec", "blob.min_wait_msec", &c.minWaitMilliseconds)
+        if let hosts = root["resolver"]?.table?["host"]?.table {
+            for (host, v) in hosts.entries {
+                guard let mirrors = v.table?["mirrors"]?.array else { continue }
+                var h = HostConfiguration()
+                for (i, m) in mirrors.enumerated() {
+                    let name = "resolver.host.\"\(host)\".mirrors[\(i)]"
+                    guard let t = m.table, let mh = t["host"]?.string, !mh.isEmpty else {
+                        problems.append("\(name) needs a host string")
+                        continue
+                    }
+                    var insecure = false
+                    bool(t, "insecure", "\(name).insecure", &insecure)
+                    if let headers = t["header"]?.table {
+                        for (hk, hv) in headers.entries {
+                            if let s = hv.string { h.headers[hk] = s } else if let a = hv.array?.compactMap(\.string), let f = a.first { h.headers[hk] = f }
+                        }
+                    }
+                    // A mirror naming the host itself marks the host insecure (upstream's way to use plain HTTP).
+                    if mh == host { h.insecure = insecure } else { h.mirrors.append(Mirror(host: mh, insecure: insecure)) }
+                }
+                c.hosts[host] = h
+            }
+        }
+        if c.disableVerification { problems.append("disable_verification: content verification can't be disabled") }
+        guard problems.isEmpty else { throw ConfigurationError("\(path): " + problems.joined(separator: "; ")) }
+        return (c, warnings)
+    }
+
+    /// The defaults as TOML (`stargz-store config default`).
+    public static var defaultTOML: String {
+        """
+        # stargz-store configuration (upstream key names). Every value shown is the default.
+        noprefetch = false
+        no_background_fetch = false
+        prefetch_size = \(Defaults.prefetchSize)
+        resolve_result_entry_ttl_sec = \(Defaults.resolveResultEntryTTLSeconds)
+        max_concurrency = \(Defaults.maxConcurrency)
+        memory_cache_mib = \(Defaults.memoryCacheMiB)
+
+        [blob]
+        fetching_timeout_sec = \(Defaults.fetchingTimeoutSeconds)
+        max_retries = \(Defaults.maxRetries)
+        min_wait_msec = \(Defaults.minWaitMilliseconds)
+
+        # Mirrors and plain-HTTP hosts:
+        # [[resolver.host."registry.example.com".mirrors]]
+        # host = "mirror.example.com:5000"
+        # insecure = true
+
+        """
+    }
+}
+
+/// A bad configuration: the file and every key at fault.
+public struct ConfigurationError: Error, CustomStringConvertible, Sendable {
+    /// What is wrong.
+    public var message: String
+    init(_ m: String) { message = m }
+    public var description: String { message }
+}

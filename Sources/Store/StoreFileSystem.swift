@@ -1,0 +1,254 @@
+// SPDX-License-Identifier: Apache-2.0
+import Dispatch
+public import FUSE
+import LazyLayer
+public import Logging
+import OCI
+import Synchronization
+#if canImport(Glibc)
+@preconcurrency import Glibc
+#endif
+
+/// The Additional Layer Store namespace containers/storage reads:
+/// `<mount>/<base64 ref>/<digest>/{diff/, info, blob}` and the `use` / `rmdir` notifications.
+///
+/// Inode numbers: the root is 1; refs, layer directories, `info` and `blob` get numbers below 2^32 from a
+/// table; a layer's tree is `(layer id << 32) | node`. Resolving a layer (a LOOKUP of `diff`, `blob` or
+/// `info`) needs the network: the reader thread waits for it (at most the resolve timeout).
+public final class StoreFileSystem: FileSystem {
+    let manager: LayerManager
+    let logger: Logger
+    let resolveTimeout: Duration
+
+    enum Node: Hashable, Sendable {
+        case ref(Reference)
+        case layer(Reference, Digest)
+        case info(Reference, Digest)
+        case blob(Reference, Digest)
+    }
+    private struct Table {
+        var byID: [UInt64: Node] = [:]
+        var byNode: [Node: UInt64] = [:]
+        var next: UInt64 = 2
+    }
+    private let table = Mutex(Table())
+
+    /// Creates the namespace over a layer manager.
+    public init(manager: LayerManager, logger: Logger, resolveTimeout: Duration = .seconds(30)) {
+        self.manager = manager
+        self.logger = logger
+        self.resolveTimeout = resolveTimeout
+    }
+
+    func id(_ n: Node) -> UInt64 {
+        table.withLock { t in
+            if let i = t.byNode[n] { return i }
+            let i = t.next
+            t.next += 1
+            t.byID[i] = n
+            t.byNode[n] = i
+            return i
+        }
+    }
+
+    func node(_ id: UInt64) -> Node? { table.withLock { $0.byID[id] } }
+
+    static func dirAttributes(_ inode: UInt64) -> FileAttributes { FileAttributes(inode: inode, mode: 0o040500, linkCount: 2) }
+
+    /// Waits on this (reader) thread for async work, bounded by the resolve timeout.
+    func wait<T: Sendable>(_ work: @escaping @Sendable () async throws -> T) throws(FUSEError) -> T {
+        let box = Mutex<Result<T, any Error>?>(nil)
+        let done = DispatchSemaphore(value: 0)
+        let task = Task {
+            let r: Result<T, any Error>
+            do { r = .success(try await work()) } catch { r = .failure(error) }
+            box.withLock { $0 = r }
+            done.signal()
+        }
+        let secs = Double(resolveTimeout.components.seconds)
+        if done.wait(timeout: .now() + secs) == .timedOut {
+            task.cancel()
+            throw FUSEError(EIO, "timed out")
+        }
+        switch box.withLock({ $0 })! {
+        case .success(let v): return v
+        case .failure(let e): throw FUSEError(replyingTo: e)
+        }
+    }
+
+    func resolve(_ ref: Reference, _ digest: Digest) throws(FUSEError) -> StoreLayer {
+        if let l = manager.layer(ref, digest) { return l }
+        let m = manager
+        do {
+            return try wait { try await m.resolve(ref, digest) }
+        } catch {
+            logger.info(
+                "layer not served; the client pulls it normally",
+                metadata: ["image.ref": "\(ref)", "layer.digest": "\(digest)", "error": "\(error.message)", "remote-snapshot-prepared": "false"])
+            throw FUSEError(ENOENT, error.message)
+        }
+    }
+
+    // MARK: Layer trees
+
+    static func split(_ inode: UInt64) -> (layer: UInt32, node: UInt64)? {
+        let high = UInt32(truncatingIfNeeded: inode >> 32)
+        return high == 0 ? nil : (high, inode & 0xFFFF_FFFF)
+    }
+
+    func tree(_ inode: UInt64) throws(FUSEError) -> (StoreLayer, UInt64) {
+        guard let (l, n) = Self.split(inode), let layer = manager.layer(id: l) else { throw FUSEError(ENOENT, "stale node \(inode)") }
+        return (layer, n)
+    }
+
+    static func outer(_ layer: StoreLayer, _ a: FileAttributes) -> FileAttributes {
+        var a = a
+        a.inode = UInt64(layer.id) << 32 | a.inode
+        return a
+    }
+
+    // MARK: FileSystem
+
+    public func lookup(parent: UInt64, name: UnsafeRawBufferPointer) throws(FUSEError) -> FileAttributes {
+        let text = String(decoding: name, as: UTF8.self)
+        if parent == 1 {
+            guard let bytes = Base64.decode(Array(name)), let refString = String(validating: bytes, as: UTF8.self),
+                let ref = try? Reference(refString)
+            else {
+                throw FUSEError(EINVAL, "\"\(text)\" is not the base64 of an image reference")
+            }
+            return Self.dirAttributes(id(.ref(ref)))
+        }
+        if Self.split(parent) != nil {
+            let (layer, n) = try tree(parent)
+            return Self.outer(layer, try layer.lazy.lookup(parent: n, name: name))
+        }
+        switch node(parent) {
+        case .ref(let ref):
+            guard let d = Digest(text) else { throw FUSEError(EINVAL, "\"\(text)\" is not a digest") }
+            return Self.dirAttributes(id(.layer(ref, d)))
+        case .layer(let ref, let d):
+            switch text {
+            case "diff":
+                let layer = try resolve(ref, d)
+                return Self.outer(layer, try layer.lazy.attributes(node: 1))
+            case "info":
+                let layer = try resolve(ref, d)
+                return FileAttributes(inode: id(.info(ref, d)), mode: 0o100400, size: UInt64(layer.info.count))
+            case "blob":
+                let layer = try resolve(ref, d)
+                return FileAttributes(inode: id(.blob(ref, d)), mode: 0o100400, size: UInt64(layer.descriptor.size))
+            default:
+                throw .notFound  // `use` included: it never exists
+            }
+        default:
+            throw .notFound
+        }
+    }
+
+    public func attributes(node inode: UInt64) throws(FUSEError) -> FileAttributes {
+        if inode == 1 { return FileAttributes(inode: 1, mode: 0o040755, linkCount: 2) }
+        if Self.split(inode) != nil {
+            let (layer, n) = try tree(inode)
+            return Self.outer(layer, try layer.lazy.attributes(node: n))
+        }
+        switch node(inode) {
+        case .ref, .layer: return Self.dirAttributes(inode)
+        case .info(let ref, let d):
+            guard let l = manager.layer(ref, d) else { throw .notFound }
+            return FileAttributes(inode: inode, mode: 0o100400, size: UInt64(l.info.count))
+        case .blob(let ref, let d):
+            guard let l = manager.layer(ref, d) else { throw .notFound }
+            return FileAttributes(inode: inode, mode: 0o100400, size: UInt64(l.descriptor.size))
+        case nil: throw .notFound
+        }
+    }
+
+    public func readlink(node inode: UInt64) throws(FUSEError) -> [UInt8] {
+        let (layer, n) = try tree(inode)
+        return try layer.lazy.readlink(node: n)
+    }
+
+    public func entries(directory inode: UInt64) throws(FUSEError) -> [DirectoryEntry] {
+        if Self.split(inode) != nil {
+            let (layer, n) = try tree(inode)
+            return try layer.lazy.entries(directory: n).map { e in
+                DirectoryEntry(name: e.name, inode: UInt64(layer.id) << 32 | e.inode, type: e.type)
+            }
+        }
+        switch node(inode) {
+        case .layer(let ref, let d):
+            let have = manager.layer(ref, d) != nil
+            return have
+                ? [
+                    DirectoryEntry(name: Array("diff".utf8), inode: 0, type: 0o040000),
+                    DirectoryEntry(name: Array("info".utf8), inode: id(.info(ref, d)), type: 0o100000),
+                    DirectoryEntry(name: Array("blob".utf8), inode: id(.blob(ref, d)), type: 0o100000),
+                ].filter { $0.inode != 0 } : []
+        case .ref, nil: return []  // not listable; lookups are what matter
+        default: throw FUSEError(ENOTDIR)
+        }
+    }
+
+    public func xattr(node inode: UInt64, name: String) throws(FUSEError) -> [UInt8] {
+        guard Self.split(inode) != nil else { throw FUSEError(ENODATA) }
+        let (layer, n) = try tree(inode)
+        return try layer.lazy.xattr(node: n, name: name)
+    }
+
+    public func xattrNames(node inode: UInt64) throws(FUSEError) -> [String] {
+        guard Self.split(inode) != nil else { return [] }
+        let (layer, n) = try tree(inode)
+        return try layer.lazy.xattrNames(node: n)
+    }
+
+    public func open(node inode: UInt64, flags: UInt32) throws(FUSEError) {
+        if Self.split(inode) != nil {
+            let (layer, n) = try tree(inode)
+            try layer.lazy.open(node: n, flags: flags)
+        }
+    }
+
+    public func statistics() -> FileSystemStatistics { FileSystemStatistics(blocks: 0, files: 0) }
+
+    public func cachedRead(node inode: UInt64, offset: UInt64, size: Int) throws(FUSEError) -> [UInt8]? {
+        if Self.split(inode) != nil {
+            let (layer, n) = try tree(inode)
+            return try layer.lazy.cachedRead(node: n, offset: offset, size: size)
+        }
+        if case .info(let ref, let d) = node(inode) {
+            guard let l = manager.layer(ref, d) else { throw .notFound }
+            let from = Int(min(UInt64(l.info.count), offset))
+            return Array(l.info[from..<min(l.info.count, from + size)])
+        }
+        return nil
+    }
+
+    public func read(node inode: UInt64, offset: UInt64, size: Int) async throws -> [UInt8] {
+        if Self.split(inode) != nil {
+            let (layer, n) = try tree(inode)
+            return try await layer.lazy.read(node: n, offset: offset, size: size)
+        }
+        guard case .blob(let ref, let d) = node(inode), let l = manager.layer(ref, d) else { throw FUSEError.notFound }
+        let start = Int64(min(UInt64(l.descriptor.size), offset))
+        let end = min(l.descriptor.size, start + Int64(size))
+        guard start < end else { return [] }
+        return try await l.blob.read([start..<end])[0]
+    }
+
+    public func create(parent: UInt64, name: UnsafeRawBufferPointer) throws(FUSEError) {
+        if case .layer(let ref, let d) = node(parent), String(decoding: name, as: UTF8.self) == "use",
+            let l = manager.layer(ref, d)
+        {
+            manager.use(l)
+        }
+        throw .notFound  // what containers/storage expects after counting
+    }
+
+    public func rmdir(parent: UInt64, name: UnsafeRawBufferPointer) throws(FUSEError) {
+        guard case .ref(let ref) = node(parent) else { throw FUSEError(EROFS) }
+        guard let d = Digest(String(decoding: name, as: UTF8.self)) else { throw FUSEError(EINVAL) }
+        guard manager.release(ref, d) else { throw FUSEError(EIO, "layer \(ref)/\(d) is not known") }
+        throw .notFound
+    }
+}

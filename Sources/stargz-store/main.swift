@@ -1,2 +1,0 @@
-import StargzCLI
-StoreCommand.main()

@@ -1,0 +1,126 @@
+// SPDX-License-Identifier: Apache-2.0
+import Convert
+import EStargz
+import Foundation
+import OCI
+import Registry
+import Store
+import TestSupport
+import Testing
+#if canImport(Glibc)
+@preconcurrency import Glibc
+#endif
+
+/// A `stargz-store` process: started with NOTIFY_SOCKET, ready when it sends READY=1.
+final class StoreProcess {
+    let process = Process()
+    let mountpoint: String
+    let log: String
+
+    init(binary: String, directory: String, config: String) throws {
+        mountpoint = directory + "/store"
+        log = directory + "/store.log"
+        let notify = directory + "/notify.sock"
+        let fd = socket(AF_UNIX, Int32(SOCK_DGRAM.rawValue), 0)
+        defer { close(fd) }
+        var addr = sockaddr_un()
+        addr.sun_family = sa_family_t(AF_UNIX)
+        withUnsafeMutableBytes(of: &addr.sun_path) { $0.copyBytes(from: Array(notify.utf8)) }
+        let bound = withUnsafePointer(to: &addr) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
+        }
+        guard bound == 0 else { throw SupportError("cannot bind \(notify)") }
+        var timeout = timeval(tv_sec: 120, tv_usec: 0)
+        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+        _ = FileManager.default.createFile(atPath: log, contents: nil)
+        process.executableURL = URL(fileURLWithPath: binary)
+        process.arguments = ["-config", config, "-log-level=debug", "--root", directory + "/root", mountpoint]
+        var env = ProcessInfo.processInfo.environment
+        env["NOTIFY_SOCKET"] = notify
+        process.environment = env
+        process.standardError = FileHandle(forWritingAtPath: log)
+        try process.run()
+        var buf = [UInt8](repeating: 0, count: 256)
+        let n = recv(fd, &buf, buf.count, 0)
+        guard n > 0, String(decoding: buf.prefix(n), as: UTF8.self) == "READY=1" else {
+            stop()
+            throw SupportError("stargz-store did not say READY=1: \(logText)")
+        }
+    }
+
+    var logText: String { (try? String(contentsOfFile: log, encoding: .utf8)) ?? "" }
+
+    /// SIGTERM, then wait; the exit status.
+    @discardableResult
+    func terminate() -> Int32 {
+        guard process.isRunning else { return process.terminationStatus }
+        kill(process.processIdentifier, SIGTERM)
+        process.waitUntilExit()
+        return process.terminationStatus
+    }
+
+    func stop() {
+        if process.isRunning {
+            kill(process.processIdentifier, SIGKILL)
+            process.waitUntilExit()
+        }
+        forceUnmount(mountpoint)
+    }
+}
+
+@Suite("stargz-store with real podman (Additional Layer Store)", .serialized)
+struct StoreTests {
+    var storeBinary: String { Paths.repoRoot.appendingPathComponent(".build/debug/stargz-store").path }
+
+    @Test("podman pulls a converted image through the store lazily, runs it, and releases it on rmi; a plain image falls back")
+    func podmanPullRun() async throws {
+        try #require(FileManager.default.isExecutableFile(atPath: storeBinary), "build stargz-store first")
+        let registry = try LocalRegistry.start()
+        defer { registry.stop() }
+        let client = registryClient(registry.host)
+        let plain = try Reference("\(registry.host)/store/busybox:1")
+        let lazy = try Reference("\(registry.host)/store/busybox:1-esgz")
+        let extra = TestImage.tar([("etc/motd", Array("lazy layers\n".utf8))])
+        try await TestImage.push(client, plain, layers: [try busyboxTar(), extra], cmd: ["/bin/cat", "/etc/os-release"])
+        _ = try await ImageConverter(client: client).convert(
+            from: plain, to: lazy, options: ImageConvertOptions(writer: WriterOptions(prioritizedFiles: ["bin/busybox"])))
+        let layers = try await client.resolve(lazy).decoded.layers
+        try await client.shutdown()
+
+        try await withTemporaryDirectory("store-e2e") { dir in
+            let config = dir + "/config.toml"
+            try """
+                [[resolver.host."\(registry.host)".mirrors]]
+                host = "\(registry.host)"
+                insecure = true
+                """.write(toFile: config, atomically: true, encoding: .utf8)
+            let store = try StoreProcess(binary: storeBinary, directory: dir, config: config)
+            defer { store.stop() }
+            #expect(isMounted(store.mountpoint))
+            let podman = try TestPodman(additionalLayerStore: store.mountpoint)
+            defer { podman.cleanUp() }
+
+            try podman(["pull", "--tls-verify=false", lazy.description])
+            var log = store.logText
+            for l in layers {
+                #expect(log.contains("\"layer.digest\":\"\(l.digest)\"") && log.contains("layer resolved"), "layer \(l.digest) was not served lazily")
+            }
+            #expect(log.contains("USING"))
+            #expect(try podman.runContainer(lazy.description) == "NAME=\"stargz-swift test\"\n")
+            #expect(try podman.runContainer(lazy.description, ["/bin/cat", "/etc/motd"]) == "lazy layers\n")
+
+            // A plain image: the store says "not here" and podman pulls it normally.
+            try podman(["pull", "--tls-verify=false", plain.description])
+            #expect(try podman.runContainer(plain.description, ["/bin/echo", "plain"]) == "plain\n")
+            #expect(store.logText.contains("is not eStargz"))
+
+            try podman(["rmi", "--force", lazy.description])
+            log = store.logText
+            #expect(log.contains("RELEASE"), "no release after rmi")
+
+            #expect(store.terminate() == 0)
+            #expect(!isMounted(store.mountpoint))
+            #expect(store.logText.contains("Exiting"))
+        }
+    }
+}
