@@ -21,6 +21,7 @@ final class StoreProcess {
         mountpoint = directory + "/store"
         log = directory + "/store.log"
         let notify = directory + "/notify.sock"
+        unlink(notify)
         let fd = socket(AF_UNIX, Int32(SOCK_DGRAM.rawValue), 0)
         defer { close(fd) }
         var addr = sockaddr_un()
@@ -121,6 +122,52 @@ struct StoreTests {
             #expect(store.terminate() == 0)
             #expect(!isMounted(store.mountpoint))
             #expect(store.logText.contains("Exiting"))
+        }
+    }
+
+    @Test("a layer whose TOC digest annotation lies is refused and pulled normally; a store restart between pull and run is survived")
+    func tamperedAndRestart() async throws {
+        try #require(FileManager.default.isExecutableFile(atPath: storeBinary), "build stargz-store first")
+        let registry = try LocalRegistry.start()
+        defer { registry.stop() }
+        let client = registryClient(registry.host)
+        let plain = try Reference("\(registry.host)/store/app:1")
+        let good = try Reference("\(registry.host)/store/app:1-esgz")
+        let bad = try Reference("\(registry.host)/store/app:1-tampered")
+        try await TestImage.push(client, plain, layers: [try busyboxTar()], cmd: ["/bin/cat", "/etc/os-release"])
+        _ = try await ImageConverter(client: client).convert(from: plain, to: good)
+        // The same layers under a manifest whose TOC digest annotation names another TOC.
+        var m = try await client.fetchManifest(good).manifest()
+        m.layers[0].annotations?[AnnotationKey.tocDigest] = Digest.sha256(of: Array("not this TOC".utf8)).description
+        let e = JSONEncoder()
+        e.outputFormatting = [.sortedKeys]
+        try await client.pushManifest(bad, bytes: Array(try e.encode(m)), mediaType: MediaType.ociManifest)
+        try await client.shutdown()
+
+        try await withTemporaryDirectory("store-tamper") { dir in
+            let config = dir + "/config.toml"
+            try "[[resolver.host.\"\(registry.host)\".mirrors]]\nhost = \"\(registry.host)\"\ninsecure = true\n"
+                .write(toFile: config, atomically: true, encoding: .utf8)
+            var store = try StoreProcess(binary: storeBinary, directory: dir, config: config)
+            defer { store.stop() }
+            let podman = try TestPodman(additionalLayerStore: store.mountpoint)
+            defer { podman.cleanUp() }
+
+            try podman(["pull", "--tls-verify=false", bad.description])
+            #expect(store.logText.contains("TOC") && store.logText.contains("remote-snapshot-prepared\":\"false"), "the tampered layer was not refused")
+            #expect(!store.logText.contains("layer resolved"), "a tampered layer was served")
+            #expect(try podman.runContainer(bad.description) == "NAME=\"stargz-swift test\"\n")
+
+            // A fresh podman storage: the one above already holds the layer (pulled normally) and would reuse it.
+            let fresh = try TestPodman(additionalLayerStore: store.mountpoint)
+            defer { fresh.cleanUp() }
+            try fresh(["pull", "--tls-verify=false", good.description])
+            #expect(store.logText.contains("layer resolved"))
+            // Restart the store: the pulled image's layers are looked up again in the new process.
+            #expect(store.terminate() == 0)
+            store = try StoreProcess(binary: storeBinary, directory: dir, config: config)
+            #expect(try fresh.runContainer(good.description, ["/bin/echo", "after restart"]) == "after restart\n")
+            #expect(store.logText.contains("layer resolved"))
         }
     }
 }
