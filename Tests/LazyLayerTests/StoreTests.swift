@@ -17,7 +17,7 @@ final class StoreProcess {
     let mountpoint: String
     let log: String
 
-    init(binary: String, directory: String, config: String) throws {
+    init(binary: String, directory: String, config: String, environment: [String: String] = [:]) throws {
         mountpoint = directory + "/store"
         log = directory + "/store.log"
         let notify = directory + "/notify.sock"
@@ -38,6 +38,7 @@ final class StoreProcess {
         process.arguments = ["-config", config, "-log-level=debug", "--root", directory + "/root", mountpoint]
         var env = ProcessInfo.processInfo.environment
         env["NOTIFY_SOCKET"] = notify
+        env.merge(environment) { $1 }
         process.environment = env
         process.standardError = FileHandle(forWritingAtPath: log)
         try process.run()
@@ -168,6 +169,36 @@ struct StoreTests {
             store = try StoreProcess(binary: storeBinary, directory: dir, config: config)
             #expect(try fresh.runContainer(good.description, ["/bin/echo", "after restart"]) == "after restart\n")
             #expect(store.logText.contains("layer resolved"))
+        }
+    }
+
+    @Test("a private registry (htpasswd): the store reads the credentials from auth.json and serves the layers lazily")
+    func privateRegistry() async throws {
+        try #require(FileManager.default.isExecutableFile(atPath: storeBinary), "build stargz-store first")
+        let registry = try LocalRegistry.start(basicAuth: ("alice", "s3cret"))
+        defer { registry.stop() }
+        let client = RegistryClient(
+            configuration: RegistryConfiguration(hosts: [registry.host: HostConfiguration(insecure: true)]),
+            credentials: CredentialStore(files: [], explicit: [registry.host: Credential(username: "alice", password: "s3cret")]))
+        let plain = try Reference("\(registry.host)/private/app:1")
+        let lazy = try Reference("\(registry.host)/private/app:1-esgz")
+        try await TestImage.push(client, plain, layers: [try busyboxTar()], cmd: ["/bin/cat", "/etc/os-release"])
+        _ = try await ImageConverter(client: client).convert(from: plain, to: lazy)
+        try await client.shutdown()
+        try await withTemporaryDirectory("store-private") { dir in
+            let auth = dir + "/auth.json"
+            try "{\"auths\":{\"\(registry.host)\":{\"auth\":\"\(Data("alice:s3cret".utf8).base64EncodedString())\"}}}"
+                .write(toFile: auth, atomically: true, encoding: .utf8)
+            let config = dir + "/config.toml"
+            try "[[resolver.host.\"\(registry.host)\".mirrors]]\nhost = \"\(registry.host)\"\ninsecure = true\n"
+                .write(toFile: config, atomically: true, encoding: .utf8)
+            let store = try StoreProcess(binary: storeBinary, directory: dir, config: config, environment: ["REGISTRY_AUTH_FILE": auth])
+            defer { store.stop() }
+            let podman = try TestPodman(additionalLayerStore: store.mountpoint)
+            defer { podman.cleanUp() }
+            try podman(["pull", "--tls-verify=false", "--authfile", auth, lazy.description])
+            #expect(store.logText.contains("layer resolved"), "\(store.logText)")
+            #expect(try podman.runContainer(lazy.description, ["/bin/echo", "private"]) == "private\n")
         }
     }
 }
