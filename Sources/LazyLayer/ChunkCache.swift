@@ -72,10 +72,60 @@ public final class DiskChunkCache: Sendable {
     /// Chunks verified by this process (written after verification, or checked once when first read).
     private let verified = Mutex<Set<Digest>>([])
 
-    /// Uses (and creates) `directory`.
-    public init(directory: String) throws {
+    /// The bound on the bytes kept; past it the least recently used chunks are removed (nil: no bound).
+    public let maxBytes: Int64?
+    /// Bytes on disk now (as far as this process knows: counted at start, then kept up to date).
+    private let usage = Mutex<Int64>(0)
+    private let evicting = Mutex(false)
+
+    /// Uses (and creates) `directory`; with `maxBytes`, keeps it under that size.
+    public init(directory: String, maxBytes: Int64? = nil) throws {
         self.directory = directory
+        self.maxBytes = maxBytes
         try FileManager.default.createDirectory(atPath: directory + "/sha256", withIntermediateDirectories: true)
+        if maxBytes != nil {
+            let total = Self.files(directory).reduce(Int64(0)) { $0 + $1.size }
+            usage.withLock { $0 = total }
+        }
+    }
+
+    /// Bytes the cache holds.
+    public var bytesUsed: Int64 { usage.withLock { $0 } }
+
+    static func files(_ directory: String) -> [(path: String, size: Int64, used: Int)] {
+        var out: [(String, Int64, Int)] = []
+        let top = directory + "/sha256"
+        for sub in (try? FileManager.default.contentsOfDirectory(atPath: top)) ?? [] {
+            for name in (try? FileManager.default.contentsOfDirectory(atPath: top + "/" + sub)) ?? [] where !name.hasPrefix(".") {
+                let p = "\(top)/\(sub)/\(name)"
+                var st = stat()
+                if stat(p, &st) == 0 { out.append((p, Int64(st.st_size), st.st_mtim.tv_sec * 1_000_000_000 + st.st_mtim.tv_nsec)) }
+            }
+        }
+        return out
+    }
+
+    /// Marks a chunk as used now (its mtime orders the eviction).
+    private func touch(_ d: Digest) {
+        guard maxBytes != nil else { return }
+        utimensat(AT_FDCWD, path(d), nil, 0)
+    }
+
+    /// Removes the least recently used chunks until the cache is under 90 % of its bound.
+    private func evictIfNeeded() {
+        guard let max = maxBytes, usage.withLock({ $0 }) > max else { return }
+        // One eviction at a time; a write that finds one running leaves the work to it.
+        guard evicting.withLock({ e in
+            defer { e = true }
+            return !e
+        }) else { return }
+        defer { evicting.withLock { $0 = false } }
+        let all = Self.files(directory).sorted { $0.used < $1.used }
+        var total = all.reduce(Int64(0)) { $0 + $1.size }
+        for f in all where total > max / 10 * 9 {
+            if unlink(f.path) == 0 { total -= f.size }
+        }
+        usage.withLock { $0 = total }
     }
 
     func path(_ d: Digest) -> String {
@@ -95,6 +145,7 @@ public final class DiskChunkCache: Sendable {
             unlink(p)
             return nil
         }
+        touch(d)
         if verified.withLock({ $0.contains(d) }) { return out }
         guard Digest.sha256(of: out) == d else {
             unlink(p)
@@ -156,6 +207,7 @@ public final class DiskChunkCache: Sendable {
         if let f = files.withLock({ $0.open[d] }), f.acquire() { return f }
         let fd = open(path(d), O_RDONLY | O_CLOEXEC)
         guard fd >= 0 else { return nil }
+        touch(d)
         let f = OpenFile(fd: fd)
         // A file another reader opened meanwhile is replaced (and closed when its readers are done).
         let evicted: [OpenFile] = files.withLock { s in
@@ -221,6 +273,11 @@ public final class DiskChunkCache: Sendable {
             }
         }
         close(fd)
-        if !ok || rename(tmp, final) != 0 { unlink(tmp) }
+        if !ok || rename(tmp, final) != 0 {
+            unlink(tmp)
+            return
+        }
+        usage.withLock { $0 += Int64(bytes.count) }
+        evictIfNeeded()
     }
 }

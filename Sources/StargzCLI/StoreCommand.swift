@@ -95,7 +95,7 @@ public struct StoreCommand: AsyncParsableCommand {
         if umount2(mountpoint, Int32(MNT_DETACH)) == 0 { logger.info("cleaned up a stale mount at \(mountpoint)") }
 
         let layerOptions = LazyLayerOptions(
-            memoryCacheBytes: Int(conf.memoryCacheMiB) << 20, diskCache: try DiskChunkCache(directory: root + "/chunks"),
+            memoryCacheBytes: Int(conf.memoryCacheMiB) << 20, diskCache: try DiskChunkCache(directory: root + "/chunks", maxBytes: conf.diskCacheMiB << 20),
             prefetch: !conf.noPrefetch, prefetchSizeWithoutLandmark: conf.prefetchSize, backgroundFetch: !conf.noBackgroundFetch)
         let manager = LayerManager(
             client: client,

@@ -14,6 +14,7 @@ public struct StoreConfiguration: Sendable, Equatable {
         public static let maxRetries: Int64 = 5
         public static let minWaitMilliseconds: Int64 = 30
         public static let memoryCacheMiB: Int64 = 64
+        public static let diskCacheMiB: Int64 = 10240
     }
 
     public var noPrefetch = false
@@ -27,6 +28,8 @@ public struct StoreConfiguration: Sendable, Equatable {
     public var minWaitMilliseconds = Defaults.minWaitMilliseconds
     /// `[directory_cache]`-style bound on the memory cache (our key: `memory_cache_mib`).
     public var memoryCacheMiB = Defaults.memoryCacheMiB
+    /// The bound on the chunk cache under `-root` (our key: `disk_cache_mib`; least recently used evicted).
+    public var diskCacheMiB = Defaults.diskCacheMiB
     /// `[[resolver.host."H".mirrors]]`.
     public var hosts: [String: HostConfiguration] = [:]
 
@@ -38,7 +41,7 @@ public struct StoreConfiguration: Sendable, Equatable {
         "http_cache_type", "filesystem_cache_type", "resolve_result_entry_ttl_sec", "resolve_result_entry", "prefetch_size",
         "prefetch_timeout_sec", "prefetch_async_size", "noprefetch", "no_background_fetch", "debug", "allow_no_verification",
         "disable_verification", "max_concurrency", "no_prometheus", "log_file_access", "metadata_store", "metrics_address",
-        "debug_address", "memory_cache_mib", "blob", "directory_cache", "fuse", "resolver", "kubeconfig_keychain",
+        "debug_address", "memory_cache_mib", "disk_cache_mib", "blob", "directory_cache", "fuse", "resolver", "kubeconfig_keychain",
         "blob.valid_interval", "blob.check_always", "blob.chunk_size", "blob.fetching_timeout_sec", "blob.force_single_range_mode",
         "blob.prefetch_chunk_size", "blob.max_retries", "blob.min_wait_msec", "blob.max_wait_msec",
         "directory_cache.max_lru_cache_entry", "directory_cache.max_cache_fds", "directory_cache.sync_add",
@@ -78,6 +81,7 @@ public struct StoreConfiguration: Sendable, Equatable {
         int(root, "resolve_result_entry_ttl_sec", "resolve_result_entry_ttl_sec", &c.resolveResultEntryTTLSeconds)
         int(root, "max_concurrency", "max_concurrency", min: 1, &c.maxConcurrency)
         int(root, "memory_cache_mib", "memory_cache_mib", min: 1, &c.memoryCacheMiB)
+        int(root, "disk_cache_mib", "disk_cache_mib", min: 1, &c.diskCacheMiB)
         let blob = root["blob"]?.table
         int(blob, "fetching_timeout_sec", "blob.fetching_timeout_sec", min: 1, &c.fetchingTimeoutSeconds)
         int(blob, "max_retries", "blob.max_retries", &c.maxRetries)
@@ -120,6 +124,7 @@ public struct StoreConfiguration: Sendable, Equatable {
         resolve_result_entry_ttl_sec = \(Defaults.resolveResultEntryTTLSeconds)
         max_concurrency = \(Defaults.maxConcurrency)
         memory_cache_mib = \(Defaults.memoryCacheMiB)
+        disk_cache_mib = \(Defaults.diskCacheMiB)
 
         [blob]
         fetching_timeout_sec = \(Defaults.fetchingTimeoutSeconds)

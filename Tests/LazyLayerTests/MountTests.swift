@@ -3,7 +3,7 @@ import CLinuxFUSE
 import EStargz
 import FUSE
 import Foundation
-import LazyLayer
+@testable import LazyLayer
 import OCI
 import Registry
 import Store
@@ -94,6 +94,36 @@ struct LayerTreeTests {
             #expect(e.errno == EIO)
         }
         #expect(layer.fetchStatistics.verificationFailures == 2)
+    }
+}
+
+@Suite("Disk chunk cache")
+struct DiskCacheTests {
+    @Test("bounded: past its size the least recently used chunks go; a damaged chunk file is a miss")
+    func bounded() async throws {
+        try await withTemporaryDirectory("chunk-cache") { dir in
+            let cache = try DiskChunkCache(directory: dir, maxBytes: 3 << 20)
+            var digests: [Digest] = []
+            for i in 0..<5 {
+                let bytes = [UInt8](repeating: UInt8(i), count: 1 << 20)
+                let d = Digest.sha256(of: bytes)
+                digests.append(d)
+                await cache.put(d, bytes)
+                if i == 1 { #expect(cache.get(digests[0], size: 1 << 20) != nil) }  // chunk 0 used: it stays longer than 1
+            }
+            #expect(cache.bytesUsed <= 3 << 20)
+            #expect(cache.get(digests[4], size: 1 << 20) == [UInt8](repeating: 4, count: 1 << 20))
+            #expect(cache.get(digests[1], size: 1 << 20) == nil, "the least recently used chunk was kept")
+            // Survives a restart: a new instance over the same directory finds (and verifies) what is there.
+            let again = try DiskChunkCache(directory: dir, maxBytes: 3 << 20)
+            #expect(again.get(digests[4], size: 1 << 20) != nil)
+            let path = again.path(digests[3])
+            if let fh = FileHandle(forWritingAtPath: path) {
+                try fh.write(contentsOf: Data([9]))
+                try fh.close()
+                #expect(again.get(digests[3], size: 1 << 20) == nil, "a damaged chunk was returned")
+            }
+        }
     }
 }
 
