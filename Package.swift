@@ -78,7 +78,11 @@ let package = Package(
             swiftSettings: swiftSettings),
         .target(
             name: "Store",
-            dependencies: ["LazyLayer", "FUSE", "Registry", "OCI", "EStargz", "TOML", .product(name: "Logging", package: "swift-log")],
+            dependencies: [
+                "LazyLayer", "FUSE", "Registry", "OCI", "EStargz", "TOML", .product(name: "Logging", package: "swift-log"),
+                .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+            ],
             swiftSettings: swiftSettings),
         .target(
             name: "Convert",

@@ -102,6 +102,16 @@ public struct StoreCommand: AsyncParsableCommand {
             options: LayerManagerOptions(layer: layerOptions, manifestTTL: .seconds(conf.resolveResultEntryTTLSeconds)),
             logger: logger)
         let fs = StoreFileSystem(manager: manager, logger: logger)
+        var metricsServer: MetricsServer? = nil
+        if let address = conf.metricsAddress {
+            do {
+                metricsServer = try await MetricsServer.start(address: address, metrics: manager.metrics)
+                logger.info("metrics served at http://\(address)/metrics")
+            } catch {
+                logger.critical("cannot serve metrics at \(address): \(error)")
+                throw ExitCode(1)
+            }
+        }
         let stop = SignalWaiter([SIGINT, SIGTERM])
         let fuse = FUSESession.Options(
             readers: 8, fsName: "stargzstore", subtype: "stargzstore", cacheTimeout: .seconds(1),
@@ -126,6 +136,7 @@ public struct StoreCommand: AsyncParsableCommand {
         SystemdNotify.send("STOPPING=1")
         manager.close()
         await blockingCall { session.unmount() }
+        await metricsServer?.close()
         try? await client.shutdown()
         logger.info("Exiting")
     }

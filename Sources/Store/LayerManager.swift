@@ -72,12 +72,30 @@ public final class LayerManager: Sendable {
         var nextID: UInt32 = 1
     }
     private let state = Mutex(State())
+    /// What the store has done, for `/metrics`.
+    public let metrics = StoreMetrics()
 
     /// Creates a manager.
     public init(client: RegistryClient, options: LayerManagerOptions, logger: Logger) {
         self.client = client
         self.options = options
         self.logger = logger
+        metrics.live.withLock {
+            $0 = { [self] in
+                var v: [String: Int64] = [:]
+                let layers = state.withLock { Array($0.layers.values) }
+                v["stargz_store_layers_served"] = Int64(layers.count)
+                for l in layers { Self.count(l.lazy.fetchStatistics, into: &v) }
+                return v
+            }
+        }
+    }
+
+    static func count(_ s: LazyLayerStatistics, into v: inout [String: Int64]) {
+        v["stargz_fs_fetched_bytes_total", default: 0] += s.bytesFetched
+        v["stargz_fs_fetch_requests_total", default: 0] += Int64(s.requests)
+        v["stargz_fs_chunks_fetched_total", default: 0] += Int64(s.chunksFetched)
+        v["stargz_fs_verification_failures_total", default: 0] += Int64(s.verificationFailures)
     }
 
     static func key(_ ref: Reference, _ digest: Digest) -> String { "\(ref)/\(digest)" }
@@ -104,6 +122,8 @@ public final class LayerManager: Sendable {
         }
         do {
             let layer = try await task.value
+            let fresh = state.withLock { $0.layers[key] == nil }
+            if fresh { metrics.add("stargz_store_layers_resolved_total") }
             state.withLock { s in
                 s.resolving[key] = nil
                 if s.layers[key] == nil { s.layers[key] = layer }
@@ -111,6 +131,7 @@ public final class LayerManager: Sendable {
             return state.withLock { $0.layers[key] } ?? layer
         } catch {
             state.withLock { $0.resolving[key] = nil }
+            metrics.add("stargz_store_layers_refused_total")
             throw error
         }
     }
@@ -199,6 +220,11 @@ public final class LayerManager: Sendable {
         if n <= 0 {
             state.withLock { _ = $0.layers.removeValue(forKey: key) }
             layer.lazy.close()
+            // Keep the released layer's fetch totals in the counters.
+            var v: [String: Int64] = [:]
+            Self.count(layer.lazy.fetchStatistics, into: &v)
+            for (k, n) in v { metrics.add(k, n) }
+            metrics.add("stargz_store_layers_released_total")
             logger.info("layer released", metadata: ["image.ref": "\(ref)", "layer.digest": "\(digest)"])
         }
         return true

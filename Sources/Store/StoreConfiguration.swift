@@ -30,6 +30,8 @@ public struct StoreConfiguration: Sendable, Equatable {
     public var memoryCacheMiB = Defaults.memoryCacheMiB
     /// The bound on the chunk cache under `-root` (our key: `disk_cache_mib`; least recently used evicted).
     public var diskCacheMiB = Defaults.diskCacheMiB
+    /// Where `/metrics` is served (`host:port`; upstream key, which upstream's store ignores). Nil: nowhere.
+    public var metricsAddress: String?
     /// `[[resolver.host."H".mirrors]]`.
     public var hosts: [String: HostConfiguration] = [:]
 
@@ -86,6 +88,9 @@ public struct StoreConfiguration: Sendable, Equatable {
         int(blob, "fetching_timeout_sec", "blob.fetching_timeout_sec", min: 1, &c.fetchingTimeoutSeconds)
         int(blob, "max_retries", "blob.max_retries", &c.maxRetries)
         int(blob, "min_wait_msec", "blob.min_wait_msec", &c.minWaitMilliseconds)
+        if let v = root["metrics_address"] {
+            if let a = v.string { c.metricsAddress = a.isEmpty ? nil : a } else { problems.append("metrics_address must be a string") }
+        }
         if let hosts = root["resolver"]?.table?["host"]?.table {
             for (host, v) in hosts.entries {
                 guard let mirrors = v.table?["mirrors"]?.array else { continue }

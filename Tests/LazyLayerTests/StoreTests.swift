@@ -91,11 +91,18 @@ struct StoreTests {
 
         try await withTemporaryDirectory("store-e2e") { dir in
             let config = dir + "/config.toml"
+            let metrics = "127.0.0.1:\(try freePort())"
             try """
+                metrics_address = "\(metrics)"
                 [[resolver.host."\(registry.host)".mirrors]]
                 host = "\(registry.host)"
                 insecure = true
                 """.write(toFile: config, atomically: true, encoding: .utf8)
+            func metric(_ name: String) throws -> Int {
+                let text = try httpGet(metrics, "/metrics")
+                let line = text.split(separator: "\n").first { $0.hasPrefix(name + " ") }
+                return line.flatMap { Int($0.split(separator: " ")[1]) } ?? -1
+            }
             let store = try StoreProcess(binary: storeBinary, directory: dir, config: config)
             defer { store.stop() }
             #expect(isMounted(store.mountpoint))
@@ -108,6 +115,8 @@ struct StoreTests {
                 #expect(log.contains("\"layer.digest\":\"\(l.digest)\"") && log.contains("layer resolved"), "layer \(l.digest) was not served lazily")
             }
             #expect(log.contains("USING"))
+            #expect(try metric("stargz_store_layers_resolved_total") == layers.count)
+            #expect(try metric("stargz_fs_fetched_bytes_total") > 0)
             #expect(try podman.runContainer(lazy.description) == "NAME=\"stargz-swift test\"\n")
             #expect(try podman.runContainer(lazy.description, ["/bin/cat", "/etc/motd"]) == "lazy layers\n")
 
@@ -119,6 +128,9 @@ struct StoreTests {
             try podman(["rmi", "--force", lazy.description])
             log = store.logText
             #expect(log.contains("RELEASE"), "no release after rmi")
+            let exposition = try httpGet(metrics, "/metrics")
+            #expect(try metric("stargz_store_layers_released_total") == layers.count, "\(exposition)")
+            #expect(try metric("stargz_store_layers_refused_total") >= 1)
 
             #expect(store.terminate() == 0)
             #expect(!isMounted(store.mountpoint))
