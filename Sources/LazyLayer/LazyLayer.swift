@@ -503,8 +503,10 @@ public final class LazyLayer: FileSystem {
         }
         let wanted = allChunks().filter { $0.compressedEnd <= end && cached($0) == nil }
         guard !wanted.isEmpty else { return }
+        let start = ContinuousClock.now
         do {
             _ = try await fetchPrefetch(wanted)
+            logLatency("prefetch", since: start, bytes: end)
         } catch {
             logger.info("prefetch failed", metadata: ["layer.digest": "\(source.name)", "error": "\(error)"])
         }
@@ -517,6 +519,7 @@ public final class LazyLayer: FileSystem {
 
     /// Fetches the rest of the layer to disk, a bounded request at a time, yielding to on-demand reads.
     func fetchRest() async {
+        let started = ContinuousClock.now
         var batch: [Chunk] = []
         var batchBytes: Int64 = 0
         let pending = allChunks().filter { c in
@@ -545,5 +548,18 @@ public final class LazyLayer: FileSystem {
             i += 1
         }
         counters.withLock { $0.fullyLocal = true }
+        logLatency("background-fetch", since: started, bytes: pending.reduce(0) { $0 + $1.compressedSize })
+    }
+
+    /// The per-layer latency line upstream's store writes (`metrics=latency`, `operation`, `latency` in ms).
+    func logLatency(_ operation: String, since start: ContinuousClock.Instant, bytes: Int64) {
+        let d = ContinuousClock.now - start
+        let ms = Double(d.components.seconds) * 1000 + Double(d.components.attoseconds) / 1e15
+        logger.info(
+            "\(operation) done",
+            metadata: [
+                "layer.digest": "\(source.name)", "metrics": "latency", "operation": "\(operation)",
+                "latency": "\((ms * 1000).rounded() / 1000)", "bytes": "\(bytes)",
+            ])
     }
 }
