@@ -113,7 +113,7 @@ let package = Package(
                 "LazyLayer", "FUSE", "CLinuxFUSE", "CLinuxSys", "Store", "Registry", "EStargz", "OCI", "TestSupport", "Convert",
             ],
             swiftSettings: swiftSettings),
-        .testTarget(name: "ConfigTests", dependencies: ["TOML", "Registry"], swiftSettings: swiftSettings),
+        .testTarget(name: "ConfigTests", dependencies: ["TOML", "Registry", "Store"], swiftSettings: swiftSettings),
         .testTarget(
             name: "EStargzTests", dependencies: ["EStargz", "OCI", "Compression", "TestSupport"],
             swiftSettings: swiftSettings),

@@ -1,5 +1,6 @@
 // SPDX-License-Identifier: Apache-2.0
 import Registry
+import Store
 import TOML
 import Testing
 
@@ -155,5 +156,56 @@ struct RegistriesConfTests {
                 #expect("\(error)".contains(needle), "\(error)")
             }
         }
+    }
+}
+
+@Suite("stargz-store config.toml")
+struct StoreConfigurationTests {
+    @Test("upstream keys parse; unknown keys warn; the printed defaults read back as the defaults")
+    func keys() throws {
+        let text = """
+            noprefetch = true
+            no_background_fetch = true
+            prefetch_size = 1048576
+            resolve_result_entry_ttl_sec = 30
+            metrics_address = "127.0.0.1:9090"
+            disk_cache_mib = 512
+            shiny_new_key = 1
+            [blob]
+            fetching_timeout_sec = 60
+            max_retries = 2
+            chunk_size = 50000
+            [directory_cache]
+            max_lru_cache_entry = 5000
+            [[resolver.host."docker.io".mirrors]]
+            host = "mirror.example.com:5000"
+            insecure = true
+            [[resolver.host."registry.internal:5000".mirrors]]
+            host = "registry.internal:5000"
+            insecure = true
+            header = { "X-Test" = ["yes"] }
+            """
+        let (c, warnings) = try StoreConfiguration.parse(text, path: "/etc/stargz-store/config.toml")
+        #expect(c.noPrefetch && c.noBackgroundFetch && c.prefetchSize == 1 << 20 && c.resolveResultEntryTTLSeconds == 30)
+        #expect(c.metricsAddress == "127.0.0.1:9090" && c.diskCacheMiB == 512)
+        #expect(c.fetchingTimeoutSeconds == 60 && c.maxRetries == 2)
+        #expect(c.hosts["docker.io"]?.mirrors == [Mirror(host: "mirror.example.com:5000", insecure: true)])
+        #expect(c.hosts["registry.internal:5000"]?.insecure == true)
+        #expect(c.hosts["registry.internal:5000"]?.headers["X-Test"] == "yes")
+        #expect(warnings == ["unknown key shiny_new_key"])
+        let (d, w2) = try StoreConfiguration.parse(StoreConfiguration.defaultTOML, path: "default")
+        #expect(d == StoreConfiguration() && w2.isEmpty)
+    }
+
+    @Test("bad values fail at start, naming every key at fault")
+    func bad() {
+        do {
+            _ = try StoreConfiguration.parse("noprefetch = \"yes\"\n[blob]\nmax_retries = -1\n", path: "/c.toml")
+            Issue.record("accepted bad values")
+        } catch {
+            let m = "\(error)"
+            #expect(m.contains("/c.toml") && m.contains("noprefetch") && m.contains("blob.max_retries"), "\(m)")
+        }
+        #expect(throws: (any Error).self) { try StoreConfiguration.parse("disable_verification = true", path: "/c.toml") }
     }
 }

@@ -213,4 +213,29 @@ struct StoreTests {
             #expect(try podman.runContainer(lazy.description, ["/bin/echo", "private"]) == "private\n")
         }
     }
+
+    @Test("a mount left by a killed store is cleaned up by the next start, which then serves")
+    func staleMount() async throws {
+        try #require(FileManager.default.isExecutableFile(atPath: storeBinary), "build stargz-store first")
+        try await withTemporaryDirectory("store-stale") { dir in
+            let config = dir + "/config.toml"
+            try "noprefetch = true\n".write(toFile: config, atomically: true, encoding: .utf8)
+            let first = try StoreProcess(binary: storeBinary, directory: dir, config: config)
+            kill(first.process.processIdentifier, SIGKILL)
+            first.process.waitUntilExit()
+            #expect(isMounted(first.mountpoint), "the killed store's mount should be left behind")
+            let second = try StoreProcess(binary: storeBinary, directory: dir, config: config)
+            defer { second.stop() }
+            #expect(second.logText.contains("cleaned up a stale mount"))
+            // The new mount answers: a name that is not a base64 reference is refused, not hung.
+            let mp = second.mountpoint
+            let errno = try await blocking { () -> Int32 in
+                var st = stat()
+                return stat(mp + "/not-base64!/sha256:00", &st) == 0 ? 0 : Glibc.errno
+            }
+            #expect(errno == EINVAL)
+            #expect(second.terminate() == 0)
+            #expect(!isMounted(mp))
+        }
+    }
 }
