@@ -288,6 +288,12 @@ public final class FUSESession: Sendable {
                 do {
                     let a = try fs.lookup(parent: h.nodeid, name: name)
                     replyEntry(fd, h.unique, a)
+                } catch let e where e.errno == EAGAIN {
+                    // The tree must fetch before it can answer: a task does, and replies.
+                    let parent = h.nodeid, unique = h.unique, bytes = Array(name), fs = self.fs
+                    submit(fd, unique, "lookup") { [self] in
+                        replyEntry(fd, unique, try await fs.lookup(parent: parent, name: bytes))
+                    }
                 } catch let e where e.errno == ENOENT && options.cacheNegativeLookups {
                     // A negative entry the kernel may cache: a container start looks up many missing names.
                     var out = fuse_entry_out()
@@ -412,10 +418,18 @@ public final class FUSESession: Sendable {
             reply(fd, h.unique, error: error.errno)
             return
         }
-        // A miss: a task fetches and replies; the reader thread waits only when too many are in flight.
-        slots.wait()
-        let unique = h.unique
+        // A miss: a task fetches and replies.
         let fs = self.fs
+        submit(fd, h.unique, "read") { [self] in
+            let bytes = try await fs.read(node: node, offset: offset, size: size)
+            bytes.withUnsafeBytes { reply(fd, h.unique, $0) }
+        }
+    }
+
+    /// Runs work that waits on the network in a task that replies itself (or with the errno of its error);
+    /// the reader thread waits only when too many are in flight. FUSE_INTERRUPT cancels the task.
+    private func submit(_ fd: Int32, _ unique: UInt64, _ op: String, _ work: @escaping @Sendable () async throws -> Void) {
+        slots.wait()
         tasks.enter()
         state.withLock { s in
             s.inFlight[unique] = Task { [self] in
@@ -425,11 +439,10 @@ public final class FUSESession: Sendable {
                     tasks.leave()
                 }
                 do {
-                    let bytes = try await fs.read(node: node, offset: offset, size: size)
-                    bytes.withUnsafeBytes { reply(fd, unique, $0) }
+                    try await work()
                 } catch {
                     let e = FUSEError(replyingTo: error)
-                    logger.debug("fuse read failed", metadata: ["fuse.op": "read", "fuse.unique": "\(unique)", "error": "\(e)"])
+                    logger.debug("fuse op failed", metadata: ["fuse.op": "\(op)", "fuse.unique": "\(unique)", "error": "\(e)"])
                     reply(fd, unique, error: e.errno)
                 }
             }

@@ -117,8 +117,10 @@ public struct FUSEError: Error, Sendable, Equatable, CustomStringConvertible {
 /// ``read(node:offset:size:)`` is called in a task when the cached read had nothing.
 /// Lookups are not counted: nodes live as long as the filesystem, so `forget` needs nothing.
 public protocol FileSystem: Sendable {
-    /// The node `name` names in directory `parent`.
+    /// The node `name` names in directory `parent`. EAGAIN sends the lookup to the async variant, in a task.
     func lookup(parent: UInt64, name: UnsafeRawBufferPointer) throws(FUSEError) -> FileAttributes
+    /// A lookup that needs the network (after the synchronous one answered EAGAIN). Runs in a task.
+    func lookup(parent: UInt64, name: [UInt8]) async throws -> FileAttributes
     /// The attributes of a node.
     func attributes(node: UInt64) throws(FUSEError) -> FileAttributes
     /// The target of a symlink.
@@ -145,6 +147,14 @@ public protocol FileSystem: Sendable {
 }
 
 extension FileSystem {
+    /// By default the synchronous lookup answers everything.
+    public func lookup(parent: UInt64, name: [UInt8]) async throws -> FileAttributes {
+        let r: Result<FileAttributes, FUSEError> = name.withUnsafeBytes { b in
+            do throws(FUSEError) { return .success(try lookup(parent: parent, name: b)) } catch { return .failure(error) }
+        }
+        return try r.get()
+    }
+
     /// A `create(2)` of `name` in `parent` (the store counts references this way). Read-only trees: EROFS.
     public func create(parent: UInt64, name: UnsafeRawBufferPointer) throws(FUSEError) { throw FUSEError(EROFS) }
     /// An `rmdir(2)` of `name` in `parent` (the store's release notification). Read-only trees: EROFS.

@@ -55,38 +55,40 @@ public final class StoreFileSystem: FileSystem {
 
     static func dirAttributes(_ inode: UInt64) -> FileAttributes { FileAttributes(inode: inode, mode: 0o040500, linkCount: 2) }
 
-    /// Waits on this (reader) thread for async work, bounded by the resolve timeout.
-    func wait<T: Sendable>(_ work: @escaping @Sendable () async throws -> T) throws(FUSEError) -> T {
-        let box = Mutex<Result<T, any Error>?>(nil)
-        let done = DispatchSemaphore(value: 0)
-        let task = Task {
-            let r: Result<T, any Error>
-            do { r = .success(try await work()) } catch { r = .failure(error) }
-            box.withLock { $0 = r }
-            done.signal()
-        }
-        let secs = Double(resolveTimeout.components.seconds)
-        if done.wait(timeout: .now() + secs) == .timedOut {
-            task.cancel()
-            throw FUSEError(EIO, "timed out")
-        }
-        switch box.withLock({ $0 })! {
-        case .success(let v): return v
-        case .failure(let e): throw FUSEError(replyingTo: e)
+    /// A resolved layer, or EAGAIN: the lookup is then run again in a task, after ``resolveAsync``.
+    func resolve(_ ref: Reference, _ digest: Digest) throws(FUSEError) -> StoreLayer {
+        if let l = manager.layer(ref, digest) { return l }
+        throw FUSEError(EAGAIN, "resolving")
+    }
+
+    /// Resolves a layer off the reader threads; a layer the store does not serve is ENOENT ("not here").
+    func resolveAsync(_ ref: Reference, _ digest: Digest) async throws -> StoreLayer {
+        do {
+            return try await withThrowingTaskGroup(of: StoreLayer.self) { group in
+                group.addTask { try await self.manager.resolve(ref, digest) }
+                group.addTask {
+                    try await Task.sleep(for: self.resolveTimeout)
+                    throw FUSEError(EIO, "resolving took longer than \(self.resolveTimeout)")
+                }
+                let first = try await group.next()!
+                group.cancelAll()
+                return first
+            }
+        } catch {
+            let message = (error as? FUSEError)?.message ?? "\(error)"
+            logger.info(
+                "layer not served; the client pulls it normally",
+                metadata: ["image.ref": "\(ref)", "layer.digest": "\(digest)", "error": "\(message)", "remote-snapshot-prepared": "false"])
+            throw FUSEError(ENOENT, message)
         }
     }
 
-    func resolve(_ ref: Reference, _ digest: Digest) throws(FUSEError) -> StoreLayer {
-        if let l = manager.layer(ref, digest) { return l }
-        let m = manager
-        do {
-            return try wait { try await m.resolve(ref, digest) }
-        } catch {
-            logger.info(
-                "layer not served; the client pulls it normally",
-                metadata: ["image.ref": "\(ref)", "layer.digest": "\(digest)", "error": "\(error.message)", "remote-snapshot-prepared": "false"])
-            throw FUSEError(ENOENT, error.message)
+    public func lookup(parent: UInt64, name: [UInt8]) async throws -> FileAttributes {
+        if case .layer(let ref, let d) = node(parent) { _ = try await resolveAsync(ref, d) }
+        let r: Result<FileAttributes, FUSEError> = name.withUnsafeBytes { b in
+            do throws(FUSEError) { return .success(try lookup(parent: parent, name: b)) } catch { return .failure(error) }
         }
+        return try r.get()
     }
 
     // MARK: Layer trees
