@@ -94,8 +94,6 @@ public struct FUSEError: Error, Sendable, Equatable, CustomStringConvertible {
 
     /// ENOENT.
     public static let notFound = FUSEError(ENOENT)
-    /// EIO.
-    public static func io(_ message: String) -> FUSEError { FUSEError(EIO, message) }
 
     public var description: String { "errno \(errno)" + (message.isEmpty ? "" : ": \(message)") }
 

@@ -56,8 +56,6 @@ final class MemoryChunkCache: Sendable {
         s.hotBytes += v.count
     }
 
-    /// Bytes held now.
-    var bytesHeld: Int { state.withLock { $0.hotBytes + $0.coldBytes } }
 }
 
 /// Decompressed chunks on disk, named by their sha256 (so identical chunks of different layers are stored
@@ -161,7 +159,7 @@ public final class DiskChunkCache: Sendable {
     /// that goes through a chunk in order.
     func read(_ d: Digest, size: Int, from: Int, to: Int, whole: (([UInt8]) -> Void)? = nil) -> [UInt8]? {
         if verified.withLock({ $0.contains(d) }), let fd = openFile(d) {
-            defer { releaseFile(fd) }
+            defer { fd.release() }
             var out = [UInt8](repeating: 0, count: to - from)
             let n = out.withUnsafeMutableBytes { pread(fd.fd, $0.baseAddress, to - from, off_t(from)) }
             if n == to - from { return out }
@@ -226,8 +224,6 @@ public final class DiskChunkCache: Sendable {
         for o in evicted { o.retire() }
         return f
     }
-
-    private func releaseFile(_ f: OpenFile) { f.release() }
 
     /// Whether a chunk file is present (not verified).
     func contains(_ d: Digest) -> Bool { access(path(d), F_OK) == 0 }

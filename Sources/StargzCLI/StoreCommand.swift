@@ -118,16 +118,16 @@ public struct StoreCommand: AsyncParsableCommand {
             cacheNegativeLookups: false, readOnly: false, defaultPermissions: false, allowSetuid: true)
         let session: FUSESession
         do {
-            session = try await blockingCall { try FUSESession.mount(fs, at: mountpoint, options: fuse, logger: logger) }
+            session = try await runBlocking { try FUSESession.mount(fs, at: mountpoint, options: fuse, logger: logger) }
         } catch {
             logger.critical("failed to mount \(mountpoint): \(error)")
             throw ExitCode(1)
         }
         // READY only once the mount answers.
-        let answers = (try? await blockingCall { () -> Bool in
+        let answers = await runBlocking { () -> Bool in
             var st = stat()
             return stat(mountpoint, &st) == 0
-        }) ?? false
+        }
         logger.info("store mounted; content verification is on (TOC digest and every chunk)", metadata: ["mountpoint": "\(mountpoint)", "root": "\(root)"])
         let notified = SystemdNotify.send("READY=1")
         logger.debug("SdNotifyReady", metadata: ["notified": "\(notified)", "answers": "\(answers)"])
@@ -135,25 +135,9 @@ public struct StoreCommand: AsyncParsableCommand {
         await stop.wait()
         SystemdNotify.send("STOPPING=1")
         manager.close()
-        await blockingCall { session.unmount() }
+        await runBlocking { session.unmount() }
         await metricsServer?.close()
         try? await client.shutdown()
         logger.info("Exiting")
-    }
-}
-
-/// Blocking work on a Dispatch thread, off the cooperative pool.
-func blockingCall<T: Sendable>(_ body: @escaping @Sendable () throws -> T) async throws -> T {
-    try await withCheckedThrowingContinuation { c in
-        DispatchQueue.global().async { c.resume(with: Result { try body() }) }
-    }
-}
-
-func blockingCall(_ body: @escaping @Sendable () -> Void) async {
-    await withCheckedContinuation { (c: CheckedContinuation<Void, Never>) in
-        DispatchQueue.global().async {
-            body()
-            c.resume()
-        }
     }
 }

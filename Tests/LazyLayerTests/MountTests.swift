@@ -160,7 +160,7 @@ struct MountTests {
                     "-C", x,
                 ])
                 try await withMountedLayer(client, ref, layers[i], at: "\(dir)/m\(i)", options: try quietOptions(prefetch: true)) { m in
-                    let problems = try await treeDifferences(mount: "\(dir)/m\(i)", extracted: x)
+                    let problems = await treeDifferences(mount: "\(dir)/m\(i)", extracted: x)
                     #expect(problems.isEmpty, "\(blob): \(problems)")
                     #expect(m.layer.fetchStatistics.verificationFailures == 0, "\(blob)")
                 }
@@ -175,16 +175,16 @@ struct MountTests {
     func mountMethods(_ method: FUSESession.MountMethod) async throws {
         let layer = try await LazyLayer.open(MemoryBlobSource(try fixture("kitchen-sink.esgz")), options: try quietOptions())
         try await withTemporaryDirectory("lazy-method") { dir in
-            let session = try await blocking {
+            let session = try await runBlocking {
                 try FUSESession.mount(layer, at: dir, options: FUSESession.Options(method: method))
             }
-            let (hostname, mounted) = try await blocking {
+            let (hostname, mounted) = await runBlocking {
                 (FileManager.default.contents(atPath: dir + "/etc/hostname"), isMounted(dir))
             }
             #expect(mounted)
             #expect(hostname != nil && hostname!.count == 7)
             #expect(session.negotiatedMinor >= 9)
-            try await blocking { session.unmount() }
+            await runBlocking { session.unmount() }
             #expect(!isMounted(dir))
         }
     }
@@ -231,7 +231,7 @@ struct MountTests {
         try await withTemporaryDirectory("lazy-concurrent") { dir in
             try await withMountedLayer(client, ref, layers[0], at: dir + "/m", options: try quietOptions()) { m in
                 let path = dir + "/m/data/big.txt"
-                let failures = try await blocking {
+                let failures = await runBlocking {
                   let failures = Atomic<Int>(0)
                   DispatchQueue.concurrentPerform(iterations: 16) { t in
                     var rng = SystemRandomNumberGenerator()
@@ -364,7 +364,7 @@ struct MountTests {
                     try FileManager.default.createDirectory(atPath: dir + "/merged", withIntermediateDirectories: true)
                     try run("/bin/mount", ["-t", "overlay", "overlay", "-o", "lowerdir=\(dir)/l1:\(dir)/l0", dir + "/merged"])
                     defer { _ = try? run("/bin/umount", [dir + "/merged"]) }
-                    let (etc, varList, kept) = try await blocking {
+                    let (etc, varList, kept) = await runBlocking {
                         (listDirectory(dir + "/merged/etc"), listDirectory(dir + "/merged/var"),
                          FileManager.default.contents(atPath: dir + "/merged/etc/kept"))
                     }
@@ -405,7 +405,7 @@ struct MountCommandTests {
                 if p.isRunning { kill(p.processIdentifier, SIGKILL) }
                 forceUnmount(dir + "/m")
             }
-            let first = try await blocking { () -> String in
+            let first = await runBlocking { () -> String in
                 var text = ""
                 while !text.contains("\n") {
                     let d = out.fileHandleForReading.availableData
@@ -416,10 +416,10 @@ struct MountCommandTests {
             }
             #expect(first.hasPrefix("mounted \(layers[0].digest)"), "\(first)")
             #expect(isMounted(dir + "/m"))
-            let hostname = try await blocking { FileManager.default.contents(atPath: dir + "/m/etc/hostname") }
+            let hostname = await runBlocking { FileManager.default.contents(atPath: dir + "/m/etc/hostname") }
             #expect(hostname.map { String(decoding: $0, as: UTF8.self) }?.isEmpty == false)
             kill(p.processIdentifier, SIGTERM)
-            let rest = try await blocking { () -> String in
+            let rest = await runBlocking { () -> String in
                 let d = out.fileHandleForReading.readDataToEndOfFile()
                 p.waitUntilExit()
                 return String(decoding: d, as: UTF8.self)

@@ -229,7 +229,7 @@ struct StoreTests {
             #expect(second.logText.contains("cleaned up a stale mount"))
             // The new mount answers: a name that is not a base64 reference is refused, not hung.
             let mp = second.mountpoint
-            let errno = try await blocking { () -> Int32 in
+            let errno = await runBlocking { () -> Int32 in
                 var st = stat()
                 return stat(mp + "/not-base64!/sha256:00", &st) == 0 ? 0 : Glibc.errno
             }

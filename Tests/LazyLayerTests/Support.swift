@@ -152,17 +152,9 @@ func compareTrees(mount: String, extracted: String, relative: String = "", _ pro
     if !(shown == expectedNames) { problems.append("\(relative.isEmpty ? "/" : relative): mount shows \(shown.subtracting(expectedNames)) extra, lacks \(expectedNames.subtracting(shown))") }
 }
 
-/// Runs blocking file-system work on a Dispatch thread: a test must never block the cooperative pool on
-/// its own mount, whose reads may need that pool.
-func blocking<T: Sendable>(_ body: @escaping @Sendable () throws -> T) async throws -> T {
-    try await withCheckedThrowingContinuation { c in
-        DispatchQueue.global().async { c.resume(with: Result { try body() }) }
-    }
-}
-
 /// The differences between a mount and an extracted tar (none when they agree).
-func treeDifferences(mount: String, extracted: String) async throws -> [String] {
-    try await blocking {
+func treeDifferences(mount: String, extracted: String) async -> [String] {
+    await runBlocking {
         var p: [String] = []
         compareTrees(mount: mount, extracted: extracted, &p)
         return p
@@ -171,5 +163,5 @@ func treeDifferences(mount: String, extracted: String) async throws -> [String] 
 
 /// `preadFile` on a Dispatch thread.
 func blockingRead(_ path: String, offset: Int, length: Int) async -> Result<[UInt8], FUSEError> {
-    (try? await blocking { preadFile(path, offset: offset, length: length) }) ?? .failure(FUSEError(EIO))
+    await runBlocking { preadFile(path, offset: offset, length: length) }
 }

@@ -141,13 +141,6 @@ func convert(_ tars: [String]) async throws {
     try await c.shutdown()
 }
 
-/// Blocking work on a Dispatch thread (never block the cooperative pool on our own mount).
-func blocking<T: Sendable>(_ body: @escaping @Sendable () throws -> T) async throws -> T {
-    try await withCheckedThrowingContinuation { c in
-        DispatchQueue.global().async { c.resume(with: Result { try body() }) }
-    }
-}
-
 func dropCaches() {
     sync()
     _ = try? "3".write(toFile: "/proc/sys/vm/drop_caches", atomically: false, encoding: .utf8)
@@ -155,7 +148,7 @@ func dropCaches() {
 
 /// Seconds to read a whole file sequentially in 1 MiB reads.
 func timeRead(_ path: String) async throws -> (Double, Int) {
-    try await blocking {
+    try await runBlocking {
         let fd = open(path, O_RDONLY)
         guard fd >= 0 else { throw SupportError("cannot open \(path)") }
         defer { close(fd) }
@@ -253,7 +246,7 @@ func mountBench(_ file: String, _ stargz: String) async throws {
     p.standardOutput = out
     try p.run()
     defer { if p.isRunning { kill(p.processIdentifier, SIGKILL) } }
-    let ready = try await blocking { () -> Bool in
+    let ready = await runBlocking { () -> Bool in
         var text = ""
         while text.components(separatedBy: "mounted").count <= blobs.count {
             let d = out.fileHandleForReading.availableData
@@ -263,7 +256,7 @@ func mountBench(_ file: String, _ stargz: String) async throws {
         return true
     }
     guard ready else { throw SupportError("stargz mount did not mount the fixtures") }
-    let files = try await blocking { () -> Int in
+    let files = try await runBlocking { () -> Int in
         let list = try run("/usr/bin/find", [dir + "/fx", "-type", "f"]).split(separator: "\n")
         return list.filter { FileManager.default.contents(atPath: String($0)) != nil }.count
     }
