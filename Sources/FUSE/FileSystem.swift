@@ -147,6 +147,11 @@ public protocol FileSystem: Sendable {
 extension FileSystem {
     /// By default the synchronous lookup answers everything.
     public func lookup(parent: UInt64, name: [UInt8]) async throws -> FileAttributes {
+        try lookup(parent: parent, nameBytes: name)
+    }
+
+    /// The synchronous lookup, for a name held in an array.
+    public func lookup(parent: UInt64, nameBytes name: [UInt8]) throws(FUSEError) -> FileAttributes {
         let r: Result<FileAttributes, FUSEError> = name.withUnsafeBytes { b in
             do throws(FUSEError) { return .success(try lookup(parent: parent, name: b)) } catch { return .failure(error) }
         }

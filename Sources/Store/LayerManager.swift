@@ -113,25 +113,29 @@ public final class LayerManager: Sendable {
     /// Resolves a layer (network: manifest, config, footer and TOC), or returns the one resolved before.
     public func resolve(_ ref: Reference, _ digest: Digest) async throws -> StoreLayer {
         let key = Self.key(ref, digest)
-        let task: Task<StoreLayer, any Error> = state.withLock { s in
-            if let l = s.layers[key] { return Task { l } }
-            if let t = s.resolving[key] { return t }
+        let (have, pending): (StoreLayer?, Task<StoreLayer, any Error>?) = state.withLock { s in
+            if let l = s.layers[key] { return (l, nil) }
+            if let t = s.resolving[key] { return (nil, t) }
             let t = Task { try await self.resolveUncached(ref, digest) }
             s.resolving[key] = t
-            return t
+            return (nil, t)
         }
+        if let have { return have }
         do {
-            let layer = try await task.value
-            let fresh = state.withLock { $0.layers[key] == nil }
-            if fresh { metrics.add("stargz_store_layers_resolved_total") }
-            state.withLock { s in
+            let layer = try await pending!.value  // nil only when `have` is set
+            // The first waiter to come back files the layer (and counts it); the others get the same one.
+            let (kept, first) = state.withLock { s -> (StoreLayer, Bool) in
                 s.resolving[key] = nil
-                if s.layers[key] == nil { s.layers[key] = layer }
+                if let l = s.layers[key] { return (l, false) }
+                s.layers[key] = layer
+                return (layer, true)
             }
-            return state.withLock { $0.layers[key] } ?? layer
+            if first { metrics.add("stargz_store_layers_resolved_total") }
+            return kept
         } catch {
-            state.withLock { $0.resolving[key] = nil }
-            metrics.add("stargz_store_layers_refused_total")
+            if state.withLock({ $0.resolving.removeValue(forKey: key) != nil }) {
+                metrics.add("stargz_store_layers_refused_total")
+            }
             throw error
         }
     }

@@ -85,10 +85,7 @@ public final class StoreFileSystem: FileSystem {
 
     public func lookup(parent: UInt64, name: [UInt8]) async throws -> FileAttributes {
         if case .layer(let ref, let d) = node(parent) { _ = try await resolveAsync(ref, d) }
-        let r: Result<FileAttributes, FUSEError> = name.withUnsafeBytes { b in
-            do throws(FUSEError) { return .success(try lookup(parent: parent, name: b)) } catch { return .failure(error) }
-        }
-        return try r.get()
+        return try lookup(parent: parent, nameBytes: name)
     }
 
     // MARK: Layer trees
@@ -180,13 +177,12 @@ public final class StoreFileSystem: FileSystem {
         }
         switch node(inode) {
         case .layer(let ref, let d):
-            let have = manager.layer(ref, d) != nil
-            return have
-                ? [
-                    DirectoryEntry(name: Array("diff".utf8), inode: 0, type: 0o040000),
-                    DirectoryEntry(name: Array("info".utf8), inode: id(.info(ref, d)), type: 0o100000),
-                    DirectoryEntry(name: Array("blob".utf8), inode: id(.blob(ref, d)), type: 0o100000),
-                ].filter { $0.inode != 0 } : []
+            // `diff` is found by lookup; the listing names the two files of a resolved layer.
+            guard manager.layer(ref, d) != nil else { return [] }
+            return [
+                DirectoryEntry(name: Array("info".utf8), inode: id(.info(ref, d)), type: 0o100000),
+                DirectoryEntry(name: Array("blob".utf8), inode: id(.blob(ref, d)), type: 0o100000),
+            ]
         case .ref, nil: return []  // not listable; lookups are what matter
         default: throw FUSEError(ENOTDIR)
         }

@@ -46,11 +46,7 @@ struct LayerTreeTests {
         let blob = try fixture("kitchen-sink.chunk64k.esgz")
         let layer = try await LazyLayer.open(MemoryBlobSource(blob), options: try quietOptions())
         func lookup(_ parent: UInt64, _ name: String) throws(FUSEError) -> FileAttributes {
-            let bytes = Array(name.utf8)
-            let r: Result<FileAttributes, FUSEError> = bytes.withUnsafeBytes { b in
-                do throws(FUSEError) { return .success(try layer.lookup(parent: parent, name: b)) } catch { return .failure(error) }
-            }
-            return try r.get()
+            try layer.lookup(parent: parent, nameBytes: Array(name.utf8))
         }
         let etc = try lookup(1, "etc")
         #expect(etc.mode == 0o040755)
