@@ -45,24 +45,19 @@ stats = {"requests": 0, "faults": 0, "multirange": 0, "redirects": 0, "bytes": 0
 released = threading.Event()
 
 
+# Per fault kind: [matching requests still to let through, faults still to inject].
+budget = {"fail": [args.fail_skip, args.fail_times], "corrupt": [args.corrupt_skip, args.corrupt_times],
+          "cut": [0, args.cut_times]}
+
+
 def take(kind):
     with lock:
-        if kind == "fail" and args.fail_skip > 0:
-            args.fail_skip -= 1
+        b = budget[kind]
+        if b[0] > 0:
+            b[0] -= 1
             return False
-        if kind == "fail" and args.fail_times > 0:
-            args.fail_times -= 1
-            stats["faults"] += 1
-            return True
-        if kind == "corrupt" and args.corrupt_skip > 0:
-            args.corrupt_skip -= 1
-            return False
-        if kind == "corrupt" and args.corrupt_times > 0:
-            args.corrupt_times -= 1
-            stats["faults"] += 1
-            return True
-        if kind == "cut" and args.cut_times > 0:
-            args.cut_times -= 1
+        if b[1] > 0:
+            b[1] -= 1
             stats["faults"] += 1
             return True
     return False
@@ -90,9 +85,8 @@ class Handler(http.server.BaseHTTPRequestHandler):
             return self.reply(200, body, [("Content-Type", "application/json")])
         if self.path == "/__heal":
             with lock:
-                args.corrupt_times = 0
-                args.fail_times = 0
-                args.cut_times = 0
+                for b in budget.values():
+                    b[1] = 0
             return self.reply(200, b"healed")
         if self.path == "/__release":
             released.set()
