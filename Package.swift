@@ -23,6 +23,7 @@ let package = Package(
         .library(name: "FUSE", targets: ["FUSE"]),
         .library(name: "LazyLayer", targets: ["LazyLayer"]),
         .library(name: "Store", targets: ["Store"]),
+        .library(name: "Deploy", targets: ["Deploy"]),
         // Starts real registries and tools for tests and benchmarks; not for products.
         .library(name: "TestSupport", targets: ["TestSupport"]),
     ],
@@ -88,6 +89,7 @@ let package = Package(
             name: "Convert",
             dependencies: ["EStargz", "OCI", "Registry", .product(name: "Logging", package: "swift-log")],
             swiftSettings: swiftSettings),
+        .target(name: "Deploy", dependencies: ["TOML"], swiftSettings: swiftSettings),
         .target(
             name: "TestSupport",
             dependencies: ["OCI", "EStargz", "Registry", "Compression"],
@@ -95,7 +97,7 @@ let package = Package(
         .target(
             name: "StargzCLI",
             dependencies: [
-                "EStargz", "OCI", "CLinuxSys", "Registry", "Convert", "Store", "LazyLayer", "FUSE",
+                "EStargz", "OCI", "CLinuxSys", "Registry", "Convert", "Store", "LazyLayer", "FUSE", "Deploy",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ],
@@ -120,6 +122,9 @@ let package = Package(
         .testTarget(
             name: "RegistryTests", dependencies: ["Registry", "OCI", "Convert", "EStargz", "TestSupport"],
             swiftSettings: swiftSettings),
+        .testTarget(
+            name: "DeployTests", dependencies: ["Deploy", "TOML", "StargzCLI", "Store"],
+            exclude: ["Golden"], swiftSettings: swiftSettings),
         .testTarget(
             name: "StargzCLITests", dependencies: ["StargzCLI", "EStargz", "OCI", "Registry", "TestSupport"],
             swiftSettings: swiftSettings),

@@ -14,7 +14,7 @@ public struct StargzCommand: AsyncParsableCommand {
         version: StargzVersion.current,
         subcommands: [
             ConvertCommand.self, InspectCommand.self, VerifyCommand.self, TOCDigestCommand.self,
-            ExtractCommand.self, ImageCommand.self, MountCommand.self, DemoCommand.self,
+            ExtractCommand.self, ImageCommand.self, MountCommand.self, DemoCommand.self, DeployCommand.self, DoctorCommand.self,
         ])
 
     public init() {}

@@ -1,0 +1,325 @@
+// SPDX-License-Identifier: Apache-2.0
+import Foundation
+import TOML
+import Synchronization
+#if canImport(Glibc)
+@preconcurrency import Glibc
+#endif
+
+/// The outcome of one check of `stargz doctor`.
+public struct DoctorCheck: Sendable, Equatable {
+    /// How the check came out.
+    public enum Status: String, Sendable {
+        case ok, warning, failed, skipped
+    }
+
+    /// A short name (`fuse`, `unit`, `mount`, `storage.conf`, …).
+    public var name: String
+    /// How it came out.
+    public var status: Status
+    /// What was found, naming paths and values.
+    public var detail: String
+    /// One line that fixes it, for warnings and failures.
+    public var fix: String?
+
+    /// A check result.
+    public init(_ name: String, _ status: Status, _ detail: String, fix: String? = nil) {
+        self.name = name
+        self.status = status
+        self.detail = detail
+        self.fix = fix
+    }
+}
+
+/// What the doctor looks at: a node's files under `prefix`, and a runner for `systemctl`.
+public struct DoctorEnvironment: Sendable {
+    /// The directory standing for `/` (empty for the real root); `/dev`, `/proc` and `/etc` are read under it.
+    public var prefix: String
+    /// The paths of the store.
+    public var layout: StoreLayout
+    /// Asks systemd for the unit's state; nil skips that part.
+    public var runner: (any CommandRunner)?
+    /// `CONTAINERS_STORAGE_CONF` and `CONTAINERS_REGISTRIES_CONF`, if set, name the files in force.
+    public var environment: [String: String]
+    /// How long the mount point may take to answer a stat.
+    public var statTimeout: Duration
+    /// Below this much free space under the root, the disk check fails.
+    public var minimumFreeBytes: Int64
+    /// The chunk cache bound when config.toml does not set `disk_cache_mib`.
+    public var defaultCacheBytes: Int64
+    /// Validates config.toml text, returning its problems (the CLI plugs in the store's own parser).
+    public var validateConfig: (@Sendable (String) -> [String])?
+
+    /// An environment; by default the real root, the store's default paths and no systemd.
+    public init(
+        prefix: String = "", layout: StoreLayout = StoreLayout(), runner: (any CommandRunner)? = nil,
+        environment: [String: String] = [:], statTimeout: Duration = .seconds(5), minimumFreeBytes: Int64 = 1 << 30,
+        defaultCacheBytes: Int64 = 10 << 30, validateConfig: (@Sendable (String) -> [String])? = nil
+    ) {
+        self.prefix = prefix.hasSuffix("/") ? String(prefix.dropLast()) : prefix
+        self.layout = layout
+        self.runner = runner
+        self.environment = environment
+        self.statTimeout = statTimeout
+        self.minimumFreeBytes = minimumFreeBytes
+        self.defaultCacheBytes = defaultCacheBytes
+        self.validateConfig = validateConfig
+    }
+
+    func path(_ p: String) -> String { prefix + p }
+}
+
+/// Checks a node: FUSE, the binary, config.toml, the unit, the mount, storage.conf, registries.conf, disk space
+/// and kernel FUSE passthrough.
+public enum Doctor {
+    /// Runs every check, in the order a broken node is best repaired.
+    public static func run(_ env: DoctorEnvironment) -> [DoctorCheck] {
+        let config = self.config(env)
+        return [
+            fuse(env), binary(env), config.check, unit(env), mount(env), storageConf(env), registries(env),
+            disk(env, cacheBytes: config.cacheBytes ?? env.defaultCacheBytes), passthrough(env),
+        ]
+    }
+
+    static func fuse(_ env: DoctorEnvironment) -> DoctorCheck {
+        let dev = env.path("/dev/fuse")
+        var st = stat()
+        guard stat(dev, &st) == 0 else {
+            return DoctorCheck("fuse", .failed, "\(dev) does not exist", fix: "modprobe fuse (and add fuse to /etc/modules-load.d)")
+        }
+        guard st.st_mode & S_IFMT == S_IFCHR else {
+            return DoctorCheck("fuse", .failed, "\(dev) is not a character device", fix: "rm \(dev) && mknod -m 0666 \(dev) c 10 229")
+        }
+        let filesystems = (try? FileOps.read(env.path("/proc/filesystems"))).flatMap { $0 }
+        if let fs = filesystems {
+            let names = String(decoding: fs.bytes, as: UTF8.self).split(separator: "\n").compactMap { $0.split(whereSeparator: { $0 == "\t" || $0 == " " }).last }
+            guard names.contains("fuse") else {
+                return DoctorCheck("fuse", .failed, "\(env.path("/proc/filesystems")) does not list fuse", fix: "modprobe fuse")
+            }
+        }
+        return DoctorCheck("fuse", .ok, "\(dev) is a character device (\(major(st.st_rdev)),\(minor(st.st_rdev)))" + (filesystems == nil ? "" : "; fuse is registered"))
+    }
+
+    private static func major(_ dev: dev_t) -> UInt64 { (UInt64(dev) >> 8) & 0xFFF | ((UInt64(dev) >> 32) & ~0xFFF) }
+    private static func minor(_ dev: dev_t) -> UInt64 { (UInt64(dev) & 0xFF) | ((UInt64(dev) >> 12) & ~0xFF) }
+
+    static func binary(_ env: DoctorEnvironment) -> DoctorCheck {
+        let b = env.path(env.layout.binaryPath)
+        if FileOps.isExecutable(b) { return DoctorCheck("binary", .ok, "\(b) is executable") }
+        return DoctorCheck(
+            "binary", .failed, FileOps.exists(b) ? "\(b) is not executable" : "\(b) does not exist",
+            fix: "stargz deploy install --binary PATH (or --binary-url URL --sha256 HEX to download it at start)")
+    }
+
+    static func config(_ env: DoctorEnvironment) -> (check: DoctorCheck, cacheBytes: Int64?) {
+        let p = env.path(env.layout.configPath)
+        let file: (bytes: [UInt8], mode: Int)?
+        do { file = try FileOps.read(p) } catch {
+            return (DoctorCheck("config.toml", .failed, "\(error)", fix: "make \(p) a readable file"), nil)
+        }
+        guard let file else { return (DoctorCheck("config.toml", .ok, "\(p) does not exist: defaults apply"), nil) }
+        let text = String(decoding: file.bytes, as: UTF8.self)
+        let table: TOMLTable
+        do { table = try TOML.parse(text) } catch {
+            return (
+                DoctorCheck("config.toml", .failed, "\(p): line \(error.line): \(error.message)", fix: "fix line \(error.line) of \(p); the store refuses to start with it"),
+                nil
+            )
+        }
+        let cache = table["disk_cache_mib"]?.integer.map { $0 << 20 }
+        if let problems = env.validateConfig?(text), !problems.isEmpty {
+            return (DoctorCheck("config.toml", .failed, problems.joined(separator: "; "), fix: "correct \(p) (`stargz-store config default` prints a valid one)"), cache)
+        }
+        return (DoctorCheck("config.toml", .ok, "\(p) is valid"), cache)
+    }
+
+    static func unit(_ env: DoctorEnvironment) -> DoctorCheck {
+        let name = env.layout.unitName
+        let places = ["/etc/systemd/system/", "/usr/lib/systemd/system/", "/lib/systemd/system/"].map { env.path($0 + name) }
+        guard let file = places.first(where: FileOps.exists) else {
+            return DoctorCheck("unit", .failed, "no \(name) in /etc/systemd/system or /usr/lib/systemd/system", fix: "stargz deploy install (or apply the MachineConfig from stargz deploy machineconfig)")
+        }
+        guard let runner = env.runner else { return DoctorCheck("unit", .ok, "\(file) exists (state not asked)") }
+        let active = runner.run(["systemctl", "is-active", name]).output.trimmingCharacters(in: .whitespacesAndNewlines)
+        let enabled = runner.run(["systemctl", "is-enabled", name]).output.trimmingCharacters(in: .whitespacesAndNewlines)
+        guard active == "active" else {
+            return DoctorCheck("unit", .failed, "\(name) is \(active.isEmpty ? "unknown" : active)", fix: "systemctl enable --now \(name); journalctl -u \(name) -b shows why it stopped")
+        }
+        guard enabled == "enabled" else {
+            return DoctorCheck("unit", .warning, "\(name) is active but \(enabled.isEmpty ? "not enabled" : enabled): it will not start at boot", fix: "systemctl enable \(name)")
+        }
+        return DoctorCheck("unit", .ok, "\(name) is active and enabled")
+    }
+
+    static func mount(_ env: DoctorEnvironment) -> DoctorCheck {
+        let mp = env.path(env.layout.mountpoint)
+        let info = (try? FileOps.read(env.path("/proc/self/mountinfo"))).flatMap { $0 }
+        guard let info else { return DoctorCheck("mount", .skipped, "\(env.path("/proc/self/mountinfo")) is not readable") }
+        var fstype: String?
+        for line in String(decoding: info.bytes, as: UTF8.self).split(separator: "\n") {
+            let halves = line.components(separatedBy: " - ")
+            let fields = halves[0].split(separator: " ")
+            guard halves.count >= 2, fields.count >= 5, unescapeMountinfo(String(fields[4])) == mp else { continue }
+            fstype = halves[1].split(separator: " ").first.map(String.init)  // the last mount on top wins
+        }
+        guard let fstype else {
+            return DoctorCheck("mount", .failed, "nothing is mounted at \(mp)", fix: "systemctl restart \(env.layout.unitName); journalctl -u \(env.layout.unitName) -b shows why it is not mounted")
+        }
+        guard fstype.hasPrefix("fuse") else {
+            return DoctorCheck("mount", .failed, "\(mp) is a \(fstype) mount, not the store's FUSE mount", fix: "umount \(mp) && systemctl restart \(env.layout.unitName)")
+        }
+        switch statWithTimeout(mp, env.statTimeout) {
+        case .some(0):
+            return DoctorCheck("mount", .ok, "\(mp) is mounted (\(fstype)) and answers")
+        case .some(let e):
+            let why = e == ENOTCONN ? "transport endpoint is not connected: the store died without unmounting" : String(cString: strerror(e))
+            return DoctorCheck("mount", .failed, "\(mp): \(why)", fix: "systemctl restart \(env.layout.unitName) (it unmounts a stale mount at start)")
+        case .none:
+            return DoctorCheck("mount", .failed, "\(mp) did not answer a stat within \(env.statTimeout)", fix: "systemctl restart \(env.layout.unitName); look for blocked requests in journalctl -u \(env.layout.unitName)")
+        }
+    }
+
+    /// Mount points in mountinfo escape blanks, tabs, newlines and backslashes as octal (`\040`).
+    static func unescapeMountinfo(_ s: String) -> String {
+        var out: [UInt8] = []
+        var b = Array(s.utf8)[...]
+        while let c = b.popFirst() {
+            if c == UInt8(ascii: "\\"), b.count >= 3, let v = UInt8(String(decoding: b.prefix(3), as: UTF8.self), radix: 8) {
+                out.append(v)
+                b = b.dropFirst(3)
+            } else {
+                out.append(c)
+            }
+        }
+        return String(decoding: out, as: UTF8.self)
+    }
+
+    /// errno of stat(2) on `path` (0 on success), or nil when it did not return in time. The stat runs on a
+    /// thread of its own, which a hung FUSE mount may keep.
+    static func statWithTimeout(_ path: String, _ timeout: Duration) -> Int32? {
+        let result = Mutex<Int32?>(nil)
+        let done = DispatchSemaphore(value: 0)
+        let t = Thread {
+            var st = stat()
+            let r: Int32 = stat(path, &st) == 0 ? 0 : errno
+            result.withLock { $0 = r }
+            done.signal()
+        }
+        t.name = "doctor-stat"
+        t.start()
+        let (s, atto) = timeout.components
+        _ = done.wait(timeout: .now() + .nanoseconds(Int(s) * 1_000_000_000 + Int(atto / 1_000_000_000)))
+        return result.withLock { $0 }
+    }
+
+    static func storageConf(_ env: DoctorEnvironment) -> DoctorCheck {
+        var candidates: [String] = []
+        if let e = env.environment["CONTAINERS_STORAGE_CONF"] { candidates = [env.path(e)] } else {
+            candidates = [env.path("/etc/containers/storage.conf"), env.path("/usr/share/containers/storage.conf")]
+        }
+        guard let p = candidates.first(where: FileOps.exists) else {
+            return DoctorCheck("storage.conf", .failed, "no storage.conf at \(candidates.joined(separator: " or "))", fix: "stargz deploy install (or stargz deploy storage-conf --output /etc/containers/storage.conf)")
+        }
+        let fix = "stargz deploy storage-conf --from \(p) --output \(p) && systemctl restart crio"
+        let text: String
+        do { text = String(decoding: try FileOps.read(p)?.bytes ?? [], as: UTF8.self) } catch {
+            return DoctorCheck("storage.conf", .failed, "\(error)", fix: "make \(p) readable")
+        }
+        let root: TOMLTable
+        let stores: [String]?
+        do {
+            root = try TOML.parse(text)
+        } catch {
+            return DoctorCheck("storage.conf", .failed, "\(p): line \(error.line): \(error.message)", fix: "fix line \(error.line) of \(p); CRI-O and Podman refuse to start with it")
+        }
+        do { stores = try StorageConf.stores(in: root, source: p, text: text) } catch {
+            return DoctorCheck("storage.conf", .failed, error.message, fix: fix)
+        }
+        if let driver = root["storage"]?.table?["driver"]?.string, driver != "overlay" {
+            return DoctorCheck("storage.conf", .failed, "\(p) uses the \(driver) driver; additional layer stores need overlay", fix: "set driver = \"overlay\" under [storage] in \(p)")
+        }
+        let entry = env.layout.additionalLayerStoreEntry
+        let list = stores ?? []
+        if list.contains(entry) { return DoctorCheck("storage.conf", .ok, "\(p) lists \"\(entry)\"") }
+        if list.contains(where: { StorageConf.mountpoint(ofEntry: $0) == env.layout.mountpoint }) {
+            return DoctorCheck("storage.conf", .failed, "\(p) lists \(env.layout.mountpoint) without \":ref\": the store needs the image reference in its paths", fix: fix)
+        }
+        return DoctorCheck("storage.conf", .failed, "\(p) does not list \"\(entry)\" in [storage.options] additionallayerstores", fix: fix)
+    }
+
+    static func registries(_ env: DoctorEnvironment) -> DoctorCheck {
+        var files: [String]
+        if let e = env.environment["CONTAINERS_REGISTRIES_CONF"] { files = [env.path(e)] } else {
+            files = [env.path("/etc/containers/registries.conf")]
+        }
+        let dropins = FileOps.directory(of: files[0]) + "/registries.conf.d"
+        if let names = try? FileManager.default.contentsOfDirectory(atPath: dropins) {
+            files += names.filter { $0.hasSuffix(".conf") }.sorted().map { dropins + "/" + $0 }
+        }
+        var insecure: [String] = []
+        var mirrors: [String] = []
+        var read = 0
+        for f in files {
+            guard let data = try? FileOps.read(f) else { continue }
+            read += 1
+            let root: TOMLTable
+            do { root = try TOML.parse(String(decoding: data.bytes, as: UTF8.self)) } catch {
+                return DoctorCheck("registries.conf", .failed, "\(f): line \(error.line): \(error.message)", fix: "fix line \(error.line) of \(f); CRI-O, Podman and the store cannot use it")
+            }
+            let v1 = root["registries"]?.table
+            let v2 = root["registry"]?.array
+            if v1 != nil && v2 != nil {
+                return DoctorCheck("registries.conf", .failed, "\(f) mixes [registries.*] (version 1) with [[registry]] (version 2)", fix: "rewrite \(f) in the version 2 format only")
+            }
+            for h in v1?["insecure"]?.table?["registries"]?.array ?? [] { if let s = h.string { insecure.append(s) } }
+            for r in v2 ?? [] {
+                guard let t = r.table, let name = t["prefix"]?.string ?? t["location"]?.string else { continue }
+                if t["insecure"]?.boolean == true { insecure.append(name) }
+                for m in t["mirror"]?.array ?? [] {
+                    guard let mt = m.table, let loc = mt["location"]?.string else { continue }
+                    mirrors.append("\(name) → \(loc)" + (mt["insecure"]?.boolean == true ? " (insecure)" : ""))
+                }
+            }
+        }
+        if read == 0 { return DoctorCheck("registries.conf", .ok, "no registries.conf: every registry is used over HTTPS, without mirrors") }
+        var parts: [String] = []
+        parts.append(insecure.isEmpty ? "no insecure registries" : "insecure (plain HTTP): " + insecure.joined(separator: ", "))
+        parts.append(mirrors.isEmpty ? "no mirrors" : "mirrors: " + mirrors.joined(separator: ", "))
+        return DoctorCheck("registries.conf", .ok, "\(read) file\(read == 1 ? "" : "s"); " + parts.joined(separator: "; ") + " (the store follows the same entries)")
+    }
+
+    static func disk(_ env: DoctorEnvironment, cacheBytes: Int64) -> DoctorCheck {
+        var dir = env.path(env.layout.root)
+        while !FileOps.exists(dir), dir.count > 1 { dir = FileOps.directory(of: dir) }
+        if dir.isEmpty { dir = "/" }
+        var vfs = statvfs()
+        guard statvfs(dir, &vfs) == 0 else {
+            return DoctorCheck("disk", .skipped, "statvfs \(dir): \(String(cString: strerror(errno)))")
+        }
+        let free = Int64(vfs.f_bavail) * Int64(vfs.f_frsize)
+        let root = env.path(env.layout.root)
+        if free < env.minimumFreeBytes {
+            return DoctorCheck("disk", .failed, "\(mib(free)) free under \(root) (needs at least \(mib(env.minimumFreeBytes)))", fix: "free space on the filesystem of \(root), or point -root at a larger one")
+        }
+        if free < cacheBytes {
+            return DoctorCheck("disk", .warning, "\(mib(free)) free under \(root), less than the chunk cache bound \(mib(cacheBytes))", fix: "lower disk_cache_mib in \(env.layout.configPath) below \(free >> 20), or free space")
+        }
+        return DoctorCheck("disk", .ok, "\(mib(free)) free under \(root) (chunk cache bound \(mib(cacheBytes)))")
+    }
+
+    private static func mib(_ bytes: Int64) -> String { "\(bytes >> 20) MiB" }
+
+    /// FUSE passthrough (the kernel reads a backing file directly) arrived in Linux 6.9 with FUSE protocol 7.40.
+    static func passthrough(_ env: DoctorEnvironment) -> DoctorCheck {
+        guard let data = (try? FileOps.read(env.path("/proc/sys/kernel/osrelease"))).flatMap({ $0 }) else {
+            return DoctorCheck("passthrough", .skipped, "\(env.path("/proc/sys/kernel/osrelease")) is not readable")
+        }
+        let release = String(decoding: data.bytes, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
+        let numbers = release.split(whereSeparator: { !$0.isNumber }).prefix(2).compactMap { Int($0) }
+        guard numbers.count == 2 else { return DoctorCheck("passthrough", .skipped, "cannot read the kernel version \"\(release)\"") }
+        if (numbers[0], numbers[1]) >= (6, 9) {
+            return DoctorCheck("passthrough", .ok, "kernel \(release) supports FUSE passthrough (Linux 6.9, FUSE 7.40)")
+        }
+        return DoctorCheck("passthrough", .warning, "kernel \(release) predates FUSE passthrough (Linux 6.9, FUSE 7.40): every read of a lazily pulled file goes through the store", fix: "upgrade the node to a kernel 6.9 or later for FUSE passthrough")
+    }
+}

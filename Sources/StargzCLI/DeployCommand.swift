@@ -1,0 +1,347 @@
+// SPDX-License-Identifier: Apache-2.0
+import ArgumentParser
+import Deploy
+import Foundation
+import Store
+
+/// `stargz deploy`: renders and applies what a node needs to run the store.
+struct DeployCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "deploy",
+        abstract: "Render and apply the store's node setup: storage.conf, systemd unit, MachineConfig, install.",
+        discussion: """
+            Plain host:  stargz deploy install --binary .build/release/stargz-store
+            OpenShift:   stargz deploy machineconfig --role worker --storage-conf node-storage.conf \\
+                           --binary-url https://mirror.example/stargz-store --sha256 HEX | oc apply -f -
+            Then check a node with `stargz doctor`.
+            """,
+        subcommands: [
+            StorageConfSubcommand.self, SystemdUnitSubcommand.self, MachineConfigSubcommand.self,
+            ContainerRuntimeConfigSubcommand.self, InstallSubcommand.self, UninstallSubcommand.self,
+        ])
+}
+
+/// Where the store lives on the node; shared by every deploy subcommand and doctor.
+struct LayoutOptions: ParsableArguments {
+    @Option(help: "The store's mount point (the additional layer store path).")
+    var mountpoint = StoreLayout.Defaults.mountpoint
+
+    @Option(help: "The store's state and cache directory (-root).")
+    var root = StoreLayout.Defaults.root
+
+    @Option(help: "Where config.toml is on the node (-config).")
+    var configPath = StoreLayout.Defaults.configPath
+
+    @Option(help: "Where the stargz-store executable is on the node.")
+    var binaryPath = StoreLayout.Defaults.binaryPath
+
+    @Option(help: "The systemd unit's name.")
+    var unitName = StoreLayout.Defaults.unitName
+
+    @Option(help: "The storage.conf CRI-O and Podman read on the node.")
+    var storageConfPath = StoreLayout.Defaults.storageConfPath
+
+    @Option(help: "The store's log level (-log-level).")
+    var logLevel = StoreLayout.Defaults.logLevel
+
+    var layout: StoreLayout {
+        StoreLayout(
+            binaryPath: binaryPath, configPath: configPath, root: root, mountpoint: mountpoint, unitName: unitName,
+            storageConfPath: storageConfPath, logLevel: logLevel)
+    }
+
+    func validate() throws {
+        do { try layout.validate() } catch { throw ValidationError(error.message) }
+    }
+}
+
+/// `--binary-url` and `--sha256`: the unit downloads and checks the binary before starting it.
+struct BinaryURLOptions: ParsableArguments {
+    @Option(help: "Download stargz-store from this URL when the unit starts (the binary, or a .tar.gz holding it).")
+    var binaryURL: String?
+
+    @Option(help: "The SHA-256 (hex) the download must have; required with --binary-url.")
+    var sha256: String?
+
+    func validate() throws {
+        if (binaryURL == nil) != (sha256 == nil) { throw ValidationError("--binary-url and --sha256 go together") }
+        _ = try source()
+    }
+
+    func source() throws -> BinarySource? {
+        guard let binaryURL, let sha256 else { return nil }
+        do { return try BinarySource(url: binaryURL, sha256: sha256) } catch { throw ValidationError(error.message) }
+    }
+}
+
+/// Writes `text` to `output` atomically, or to standard output when `output` is nil.
+func emit(_ text: String, to output: String?) throws {
+    if let output {
+        try AtomicFile.write(output, Array(text.utf8))
+    } else {
+        print(text, terminator: "")
+    }
+}
+
+/// The text of `path` (`-` is standard input).
+func readText(_ path: String) throws -> String {
+    if path == "-" { return String(decoding: FileHandle.standardInput.readDataToEndOfFile(), as: UTF8.self) }
+    guard let bytes = try AtomicFile.read(path) else { throw ValidationError("\(path) does not exist") }
+    return String(decoding: bytes, as: UTF8.self)
+}
+
+/// The node's storage.conf as CRI-O would find it, for a `--from` left out.
+func hostStorageConf(prefix: String = "") throws -> (text: String, source: String)? {
+    for p in ["/etc/containers/storage.conf", "/usr/share/containers/storage.conf"] {
+        if let b = try AtomicFile.read(prefix + p) { return (String(decoding: b, as: UTF8.self), prefix + p) }
+    }
+    return nil
+}
+
+struct StorageConfSubcommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "storage-conf",
+        abstract: "Print storage.conf with the store in additionallayerstores, every other setting kept.",
+        discussion: """
+            Reads --from (default: /etc/containers/storage.conf, else /usr/share/containers/storage.conf, else a
+            minimal overlay configuration), adds "MOUNTPOINT:ref" under [storage.options] (replacing an entry for
+            the same mount point) and prints the result; running it on its own output changes nothing.
+            A file that is not valid TOML is refused with its line, and nothing is written.
+            """)
+
+    @Option(help: "The storage.conf to start from (- for standard input).")
+    var from: String?
+
+    @Option(help: "Write the result here (atomically) instead of standard output; it may be the --from file.")
+    var output: String?
+
+    @OptionGroup var layout: LayoutOptions
+
+    func run() throws {
+        try reportingErrors {
+            let base: (text: String, source: String)
+            if let from { base = (try readText(from), from) } else { base = try hostStorageConf() ?? (StorageConf.minimal, "built-in") }
+            let r = try StorageConf.merge(base.text, entry: layout.layout.additionalLayerStoreEntry, source: base.source)
+            if !r.keptFormatting { Terminal.warn("\(base.source): comments and layout could not be kept; the settings are") }
+            try emit(r.text, to: output)
+        }
+    }
+}
+
+struct SystemdUnitSubcommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "systemd-unit",
+        abstract: "Print the store's systemd unit (Type=notify, before crio.service, unmount after stop).")
+
+    @OptionGroup var layout: LayoutOptions
+    @OptionGroup var binary: BinaryURLOptions
+
+    @Option(help: "Write the unit here instead of standard output.")
+    var output: String?
+
+    func run() throws {
+        try reportingErrors { try emit(try SystemdUnit.render(layout: layout.layout, binary: try binary.source()), to: output) }
+    }
+}
+
+struct MachineConfigSubcommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "machineconfig",
+        abstract: "Print an OpenShift MachineConfig (or Butane, or Ignition) carrying storage.conf, config.toml and the unit.",
+        discussion: """
+            The MachineConfig replaces the node's /etc/containers/storage.conf. Give the node's current file with
+            --storage-conf (oc debug node/NODE -- chroot /host cat /etc/containers/storage.conf) so that its
+            settings are kept; without it a minimal overlay storage.conf is used. With --no-storage-conf the file is
+            left out, for clusters that set additionalLayerStores through a ContainerRuntimeConfig.
+            """)
+
+    @Option(help: "The machine config pool: worker, master, or a custom pool.")
+    var role = "worker"
+
+    @Option(help: "The MachineConfig's name (default: 99-ROLE-stargz).")
+    var name: String?
+
+    @Option(help: "The store's config.toml to ship (default: the store's defaults).")
+    var config: String?
+
+    @Option(help: "The node's current storage.conf, to which the store is added.")
+    var storageConf: String?
+
+    @Flag(help: "Leave storage.conf out (use `stargz deploy containerruntimeconfig` for it).")
+    var noStorageConf = false
+
+    @Option(help: "machineconfig, butane (variant: openshift) or ignition (JSON).")
+    var format: ManifestFormat = .machineconfig
+
+    @Option(help: "Write the manifest here instead of standard output.")
+    var output: String?
+
+    @OptionGroup var layout: LayoutOptions
+    @OptionGroup var binary: BinaryURLOptions
+
+    func validate() throws {
+        do {
+            try Manifests.checkRole(role)
+            try Manifests.checkName(name ?? Manifests.defaultName(role: role))
+        } catch { throw ValidationError(error.message) }
+        if noStorageConf && storageConf != nil { throw ValidationError("--storage-conf and --no-storage-conf exclude each other") }
+    }
+
+    func run() throws {
+        try reportingErrors {
+            let l = layout.layout
+            var conf: String? = nil
+            if !noStorageConf {
+                let base = try storageConf.map { (try readText($0), $0) } ?? (StorageConf.minimal, "built-in storage.conf")
+                if storageConf == nil {
+                    Terminal.warn("no --storage-conf: the node's storage.conf is replaced by a minimal overlay one; pass the node's file to keep its settings")
+                }
+                let r = try StorageConf.merge(base.0, entry: l.additionalLayerStoreEntry, source: base.1)
+                if !r.keptFormatting { Terminal.warn("\(base.1): comments and layout could not be kept; the settings are") }
+                conf = r.text
+            }
+            let configText = try config.map(readText) ?? StoreConfiguration.defaultTOML
+            if let config {
+                do { _ = try StoreConfiguration.parse(configText, path: config) } catch { throw ValidationError("\(error)") }
+            }
+            let node = NodeFiles(
+                storageConf: conf, configTOML: configText, unit: try SystemdUnit.render(layout: l, binary: try binary.source()),
+                layout: l)
+            let name = self.name ?? Manifests.defaultName(role: role)
+            let text: String
+            switch format {
+            case .machineconfig: text = Manifests.machineConfig(node, name: name, role: role).yaml()
+            case .butane: text = Manifests.butane(node, name: name, role: role).yaml()
+            case .ignition: text = Manifests.ignition(node).json()
+            }
+            try emit(text, to: output)
+        }
+    }
+}
+
+/// The `--format` of `stargz deploy machineconfig`.
+enum ManifestFormat: String, ExpressibleByArgument, CaseIterable {
+    case machineconfig, butane, ignition
+}
+
+struct ContainerRuntimeConfigSubcommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "containerruntimeconfig",
+        abstract: "Print a ContainerRuntimeConfig with additionalLayerStores (OpenShift with AdditionalStorageConfig).",
+        discussion: """
+            The Machine Config Operator then writes storage.conf itself and appends ":ref". Ship the unit, binary and
+            config.toml with `stargz deploy machineconfig --no-storage-conf`.
+            """)
+
+    @Option(help: "The machine config pool: worker, master, or a custom pool labelled pools.operator.machineconfiguration.openshift.io/POOL.")
+    var role = "worker"
+
+    @Option(help: "The object's name (default: stargz-ROLE).")
+    var name: String?
+
+    @Flag(help: "Write MOUNTPOINT:ref (for operator builds that accept the suffix but do not append it).")
+    var refSuffix = false
+
+    @Option(help: "The store's mount point.")
+    var mountpoint = StoreLayout.Defaults.mountpoint
+
+    @Option(help: "Write the manifest here instead of standard output.")
+    var output: String?
+
+    func validate() throws {
+        do {
+            try Manifests.checkRole(role)
+            try Manifests.checkName(name ?? "stargz-\(role)")
+        } catch { throw ValidationError(error.message) }
+    }
+
+    func run() throws {
+        try reportingErrors {
+            let doc = try Manifests.containerRuntimeConfig(
+                name: name ?? "stargz-\(role)", pool: role, layout: StoreLayout(mountpoint: mountpoint), refSuffix: refSuffix)
+            try emit(doc.yaml(), to: output)
+        }
+    }
+}
+
+/// Prints what an install or uninstall did, or would do.
+func printReport(_ r: InstallReport, live: Bool, dryRun: Bool) {
+    for a in r.actions { print((dryRun ? "would " : "") + a) }
+    for c in r.commands { print((live && !dryRun ? "ran: " : "would run: ") + c.joined(separator: " ")) }
+    for w in r.warnings { Terminal.warn(w) }
+}
+
+struct InstallSubcommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "install",
+        abstract: "Install the store on this host: config.toml, unit, storage.conf (backed up once), then restart.",
+        discussion: """
+            Writes the binary (--binary), config.toml (unless one exists, or --config is given) and the unit, runs
+            systemctl daemon-reload, enable and restart for the store, and only once it runs switches storage.conf
+            (the original is kept as storage.conf.stargz-backup, never overwritten) and restarts CRI-O if it runs.
+            Files are replaced atomically; if writing fails half-way the step's files are put back.
+            With --prefix DIR the files go under DIR and systemctl is not called: the commands are printed.
+            """)
+
+    @Option(help: "Install under this directory instead of / (systemctl is then not called).")
+    var prefix: String?
+
+    @Flag(help: "Print what would be written and run, and change nothing.")
+    var dryRun = false
+
+    @Option(help: "The stargz-store executable to install at --binary-path.")
+    var binary: String?
+
+    @Option(help: "A config.toml to install (replacing an existing one); by default the defaults, if none exists.")
+    var config: String?
+
+    @OptionGroup var layout: LayoutOptions
+    @OptionGroup var download: BinaryURLOptions
+
+    func run() throws {
+        try reportingErrors {
+            let l = layout.layout
+            let root = prefix ?? ""
+            let binaryBytes = try binary.map { p -> [UInt8] in
+                guard let b = try AtomicFile.read(p) else { throw ValidationError("--binary \(p) does not exist") }
+                return b
+            }
+            let configText = try config.map(readText)
+            if let config, let configText {
+                do { _ = try StoreConfiguration.parse(configText, path: config) } catch { throw ValidationError("\(error)") }
+            }
+            let plan = try InstallPlan.make(
+                layout: l, prefix: root, unit: try SystemdUnit.render(layout: l, binary: try download.source()),
+                configTOML: (configText ?? StoreConfiguration.defaultTOML, configText != nil), binary: binaryBytes)
+            if !plan.storageConfKeptFormatting { Terminal.warn("storage.conf: comments and layout could not be kept; the settings are") }
+            if binaryBytes == nil, download.binaryURL == nil, !FileManager.default.isExecutableFile(atPath: root + l.binaryPath) {
+                Terminal.warn("\(root + l.binaryPath) is missing: pass --binary PATH or --binary-url URL --sha256 HEX")
+            }
+            let runner: any CommandRunner = prefix == nil ? ProcessRunner() : RecordingRunner()
+            let report = try Installer(prefix: root, runner: runner).install(plan, dryRun: dryRun)
+            printReport(report, live: runner.isLive, dryRun: dryRun)
+        }
+    }
+}
+
+struct UninstallSubcommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "uninstall",
+        abstract: "Undo `stargz deploy install`: restore storage.conf's original bytes, stop and remove the store.")
+
+    @Option(help: "Uninstall from under this directory instead of / (systemctl is then not called).")
+    var prefix: String?
+
+    @Flag(help: "Print what would be restored, removed and run, and change nothing.")
+    var dryRun = false
+
+    @OptionGroup var layout: LayoutOptions
+
+    func run() throws {
+        try reportingErrors {
+            let runner: any CommandRunner = prefix == nil ? ProcessRunner() : RecordingRunner()
+            let report = try Installer(prefix: prefix ?? "", runner: runner).uninstall(layout: layout.layout, dryRun: dryRun)
+            printReport(report, live: runner.isLive, dryRun: dryRun)
+        }
+    }
+}

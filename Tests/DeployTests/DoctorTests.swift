@@ -1,0 +1,163 @@
+// SPDX-License-Identifier: Apache-2.0
+import Foundation
+import Testing
+
+@testable import Deploy
+
+#if canImport(Glibc)
+@preconcurrency import Glibc
+#endif
+
+@Suite("doctor")
+struct DoctorTests {
+    let layout = StoreLayout()
+
+    /// A node under `dir` on which every check passes.
+    func healthyNode(_ dir: TempDir) throws {
+        try FileManager.default.createDirectory(atPath: dir.path + "/dev", withIntermediateDirectories: true)
+        #expect(mknod(dir.path + "/dev/fuse", S_IFCHR | 0o666, dev_t((10 << 8) | 229)) == 0)
+        try dir.write("/proc/filesystems", "nodev\tsysfs\nnodev\tfuse\n\text4\n")
+        try dir.write("/proc/sys/kernel/osrelease", "6.12.0-55.el10.x86_64\n")
+        try FileManager.default.createDirectory(atPath: dir.path + layout.mountpoint, withIntermediateDirectories: true)
+        try dir.write(
+            "/proc/self/mountinfo",
+            "22 1 8:1 / / rw,relatime - ext4 /dev/sda1 rw\n"
+                + "98 22 0:50 / \(dir.path)\(layout.mountpoint) rw,nodev,relatime - fuse.stargzstore stargzstore rw,user_id=0,group_id=0,allow_other\n")
+        try dir.write(layout.binaryPath, "#!/bin/sh\n", mode: 0o755)
+        try dir.write(layout.configPath, testConfig)
+        try dir.write(layout.unitPath, try SystemdUnit.render(layout: layout))
+        try dir.write("/etc/containers/storage.conf", try StorageConf.merge(nodeStorageConf, entry: layout.additionalLayerStoreEntry).text)
+        try dir.write(
+            "/etc/containers/registries.conf",
+            "unqualified-search-registries = [\"docker.io\"]\n[[registry]]\nlocation = \"registry.local:5000\"\ninsecure = true\n")
+        try dir.write(
+            "/etc/containers/registries.conf.d/50-mirror.conf",
+            "[[registry]]\nprefix = \"docker.io\"\nlocation = \"docker.io\"\n[[registry.mirror]]\nlocation = \"mirror.local\"\n")
+    }
+
+    func environment(_ dir: TempDir, runner: (any CommandRunner)? = nil, minimumFree: Int64 = 0, cache: Int64 = 0) -> DoctorEnvironment {
+        DoctorEnvironment(prefix: dir.path, layout: layout, runner: runner, minimumFreeBytes: minimumFree, defaultCacheBytes: cache)
+    }
+
+    let healthy = RecordingRunner(answers: [
+        ["systemctl", "is-active", "stargz-store.service"]: CommandResult(status: 0, output: "active\n"),
+        ["systemctl", "is-enabled", "stargz-store.service"]: CommandResult(status: 0, output: "enabled\n"),
+    ])
+
+    func check(_ checks: [DoctorCheck], _ name: String) throws -> DoctorCheck { try #require(checks.first { $0.name == name }) }
+
+    @Test("a healthy node passes every check")
+    func healthyPasses() throws {
+        let dir = try TempDir()
+        defer { dir.cleanup() }
+        try healthyNode(dir)
+        var env = environment(dir, runner: healthy)
+        env.validateConfig = { _ in [] }
+        let checks = Doctor.run(env)
+        #expect(checks.map(\.name) == ["fuse", "binary", "config.toml", "unit", "mount", "storage.conf", "registries.conf", "disk", "passthrough"])
+        for c in checks { #expect(c.status == .ok, "\(c.name): \(c.detail)") }
+        let registries = try check(checks, "registries.conf")
+        #expect(registries.detail.contains("registry.local:5000") && registries.detail.contains("docker.io → mirror.local"))
+        #expect(try check(checks, "fuse").detail.contains("(10,229)"))
+    }
+
+    @Test(
+        "each broken part fails (or warns) its own check, with a fix",
+        arguments: [
+            ("fuse", DoctorCheck.Status.failed, "/dev/fuse"),
+            ("fuse-module", .failed, "/proc/filesystems"),
+            ("binary", .failed, "/usr/local/bin/stargz-store"),
+            ("config.toml", .failed, "line 2"),
+            ("unit", .failed, "no stargz-store.service"),
+            ("unit-inactive", .failed, "failed"),
+            ("unit-disabled", .warning, "disabled"),
+            ("mount", .failed, "nothing is mounted"),
+            ("mount-other", .failed, "tmpfs"),
+            ("storage.conf", .failed, "does not list"),
+            ("storage.conf-noref", .failed, "without \":ref\""),
+            ("storage.conf-driver", .failed, "vfs"),
+            ("storage.conf-bad", .failed, "line 3"),
+            ("registries.conf", .failed, "line 1"),
+            ("registries.conf-mixed", .failed, "mixes"),
+            ("disk", .failed, "free under"),
+            ("disk-cache", .warning, "chunk cache bound"),
+            ("passthrough", .warning, "5.14.0"),
+        ])
+    func broken(_ breakage: String, _ status: DoctorCheck.Status, _ mention: String) throws {
+        let dir = try TempDir()
+        defer { dir.cleanup() }
+        try healthyNode(dir)
+        var runner: RecordingRunner = healthy
+        var minimumFree: Int64 = 0
+        let conf = "/etc/containers/storage.conf"
+        switch breakage {
+        case "fuse":
+            unlink(dir.path + "/dev/fuse")
+            try dir.write("/dev/fuse", "")
+        case "fuse-module": try dir.write("/proc/filesystems", "nodev\tsysfs\n")
+        case "binary": try dir.write(layout.binaryPath, "", mode: 0o644)
+        case "config.toml": try dir.write(layout.configPath, "noprefetch = false\nmax_concurrency = \n")
+        case "unit": try FileManager.default.removeItem(atPath: dir.path + layout.unitPath)
+        case "unit-inactive":
+            runner = RecordingRunner(answers: [["systemctl", "is-active", "stargz-store.service"]: CommandResult(status: 3, output: "failed\n")])
+        case "unit-disabled":
+            runner = RecordingRunner(answers: [
+                ["systemctl", "is-active", "stargz-store.service"]: CommandResult(status: 0, output: "active\n"),
+                ["systemctl", "is-enabled", "stargz-store.service"]: CommandResult(status: 1, output: "disabled\n"),
+            ])
+        case "mount": try dir.write("/proc/self/mountinfo", "22 1 8:1 / / rw - ext4 /dev/sda1 rw\n")
+        case "mount-other":
+            try dir.write("/proc/self/mountinfo", "22 1 8:1 / / rw - ext4 /dev/sda1 rw\n99 22 0:9 / \(dir.path)\(layout.mountpoint) rw - tmpfs tmpfs rw\n")
+        case "storage.conf": try dir.write(conf, nodeStorageConf)
+        case "storage.conf-noref": try dir.write(conf, "[storage]\ndriver = \"overlay\"\n[storage.options]\nadditionallayerstores = [\"/var/lib/stargz-store/store\"]\n")
+        case "storage.conf-driver": try dir.write(conf, "[storage]\ndriver = \"vfs\"\n[storage.options]\nadditionallayerstores = [\"/var/lib/stargz-store/store:ref\"]\n")
+        case "storage.conf-bad": try dir.write(conf, "[storage]\ndriver = \"overlay\"\n[storage.options\n")
+        case "registries.conf": try dir.write("/etc/containers/registries.conf.d/50-mirror.conf", "[[registry]\n")
+        case "registries.conf-mixed": try dir.write("/etc/containers/registries.conf", "[registries.insecure]\nregistries = [\"a\"]\n[[registry]]\nlocation = \"b\"\n")
+        case "disk": minimumFree = .max
+        case "disk-cache": try dir.write(layout.configPath, "disk_cache_mib = 100000000000\n")
+        case "passthrough": try dir.write("/proc/sys/kernel/osrelease", "5.14.0-427.el9.x86_64\n")
+        default: Issue.record("unknown breakage \(breakage)")
+        }
+        let checks = Doctor.run(environment(dir, runner: runner, minimumFree: minimumFree))
+        let name = String(breakage.split(separator: "-").first!)
+        let c = try check(checks, name == "storage.conf" ? "storage.conf" : name)
+        #expect(c.status == status, "\(c.detail)")
+        #expect(c.detail.contains(mention), "\(c.detail)")
+        #expect(c.fix?.isEmpty == false)
+        // The other checks are unaffected.
+        for other in checks where other.name != c.name { #expect(other.status == .ok, "\(other.name): \(other.detail)") }
+    }
+
+    @Test("the store's config parser is consulted, and its disk_cache_mib sets the cache bound")
+    func configValidation() throws {
+        let dir = try TempDir()
+        defer { dir.cleanup() }
+        try healthyNode(dir)
+        var env = environment(dir, runner: healthy)
+        env.validateConfig = { text in text.contains("disk_cache_mib = 2048") ? ["disk_cache_mib: too small"] : [] }
+        var checks = Doctor.run(env)
+        #expect(try check(checks, "config.toml").status == .failed)
+        env.validateConfig = nil
+        checks = Doctor.run(env)
+        #expect(try check(checks, "disk").detail.contains("chunk cache bound 2048 MiB"))
+    }
+
+    @Test("mountinfo escapes are undone; a stat's outcome comes back as its errno")
+    func mountInfoUnescape() {
+        #expect(Doctor.unescapeMountinfo("/var/lib/my\\040store") == "/var/lib/my store")
+        #expect(Doctor.statWithTimeout("/", .seconds(5)) == 0)
+        #expect(Doctor.statWithTimeout("/nonexistent-\(UUID().uuidString)", .seconds(5)) == ENOENT)
+    }
+
+    @Test("stargz doctor --prefix exits 1 when a check fails and 0 when none does")
+    func command() async throws {
+        let dir = try TempDir()
+        defer { dir.cleanup() }
+        try healthyNode(dir)
+        // Without systemd the unit state is not asked; this machine has more than 2 GiB free under the prefix.
+        #expect(await stargz(["doctor", "--prefix", dir.path]) == 0)
+        try dir.write("/etc/containers/storage.conf", nodeStorageConf)
+        #expect(await stargz(["doctor", "--prefix", dir.path]) == 1)
+    }
+}
