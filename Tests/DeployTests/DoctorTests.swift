@@ -151,13 +151,18 @@ struct DoctorTests {
     }
 
     @Test("stargz doctor --prefix exits 1 when a check fails and 0 when none does")
-    func command() async throws {
+    func command() throws {
         let dir = try TempDir()
         defer { dir.cleanup() }
         try healthyNode(dir)
         // Without systemd the unit state is not asked; this machine has more than 2 GiB free under the prefix.
-        #expect(await stargz(["doctor", "--prefix", dir.path]) == 0)
+        #expect(try stargz(["doctor", "--prefix", dir.path]).status == 0)
         try dir.write("/etc/containers/storage.conf", nodeStorageConf)
-        #expect(await stargz(["doctor", "--prefix", dir.path]) == 1)
+        let r = try stargz(["doctor", "--prefix", dir.path, "--json"])
+        #expect(r.status == 1)
+        let checks = try #require(try JSONSerialization.jsonObject(with: Data(r.out.utf8)) as? [[String: Any]])
+        let conf = try #require(checks.first { $0["name"] as? String == "storage.conf" })
+        #expect(conf["status"] as? String == "failed")
+        #expect((conf["fix"] as? String)?.hasPrefix("stargz deploy storage-conf") == true)
     }
 }

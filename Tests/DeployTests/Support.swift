@@ -1,7 +1,5 @@
 // SPDX-License-Identifier: Apache-2.0
-import ArgumentParser
 import Foundation
-import StargzCLI
 import Testing
 
 /// Tests/DeployTests/Golden. Set STARGZ_RECORD_GOLDEN=1 to rewrite the files from the current output, then
@@ -107,18 +105,11 @@ struct YAMLFailure: Error, CustomStringConvertible {
     var description: String { "PyYAML: \(message)" }
 }
 
-/// Runs `stargz ARGS…` in-process and returns its exit status. Output is not captured (tests read what the
-/// command wrote with --output), so no file descriptors are swapped under concurrently running suites.
-func stargz(_ args: [String]) async -> Int32 {
-    do {
-        var cmd = try StargzCommand.parseAsRoot(args)
-        if var asyncCommand = cmd as? any AsyncParsableCommand {
-            try await asyncCommand.run()
-        } else {
-            try cmd.run()
-        }
-        return 0
-    } catch {
-        return StargzCommand.exitCode(for: error).rawValue
-    }
+/// The `stargz` executable this build made (`swift build --build-tests` builds it with the tests).
+let stargzExecutable = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+    .deletingLastPathComponent().appendingPathComponent(".build/debug/stargz").path
+
+/// Runs `stargz ARGS…` as a child process (in-process runs would print into the stdout other suites capture).
+func stargz(_ args: [String]) throws -> (status: Int32, out: String, err: String) {
+    try shell([stargzExecutable] + args)
 }
