@@ -5,10 +5,15 @@
 /// Manifests are built once as a `Document` and then emitted in the format asked for, so the MachineConfig,
 /// the Butane config and the Ignition JSON cannot drift apart.
 public indirect enum Document: Sendable, Equatable {
+    /// Text (written plain, double-quoted or as a literal block in YAML).
     case string(String)
+    /// A whole number, written in decimal.
     case integer(Int)
+    /// `true` or `false`.
     case boolean(Bool)
+    /// A sequence.
     case list([Document])
+    /// A mapping whose keys keep the order given.
     case map([(String, Document)])
 
     public static func == (a: Document, b: Document) -> Bool {
