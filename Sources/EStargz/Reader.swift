@@ -173,16 +173,54 @@ public final class EStargzReader: Sendable {
         var out: [Chunk] = []
         var k = node.index
         repeat {
-            let c = recs[k]
-            var end = c.nextOffset
-            if c.innerOffset == 0 { end = min(end, payloadEnd) }
-            out.append(
-                Chunk(
-                    entry: EntryID(k), fileOffset: c.chunkOffset, size: c.chunkSize, compressedOffset: c.offset,
-                    compressedEnd: end, innerOffset: c.innerOffset, digest: chunkDigest(EntryID(k))))
+            out.append(chunk(at: k))
             k += 1
         } while k < toc.entryCount && recs[k].type == .chunk
         return out
+    }
+
+    /// The files of `entry`'s directory that are held in one chunk and whose compressed data lies inside
+    /// `window`, nearest first: the neighbours worth fetching in the same request as `entry`'s chunk, since a
+    /// program that opens one small file of a directory (a module, a locale file) often opens its siblings
+    /// next, and they lie next to each other in the blob.
+    public func smallSiblings(of entry: EntryID, within window: Range<Int64>) -> [Chunk] {
+        let recs = toc.records
+        let parent = toc.parent(of: entry)
+        var out: [Chunk] = []
+        func single(_ k: Int) -> Bool {
+            recs[k].type == .reg && recs[k].size > 0 && (k + 1 == toc.entryCount || recs[k + 1].type != .chunk)
+                && toc.parent(of: EntryID(k)) == parent
+        }
+        var k = entry.index + 1
+        while k < toc.entryCount {
+            if recs[k].type == .reg || recs[k].type == .chunk {
+                if recs[k].offset >= window.upperBound { break }
+                if single(k) {
+                    let c = chunk(at: k)
+                    if c.compressedEnd > window.upperBound { break }
+                    out.append(c)
+                }
+            }
+            k += 1
+        }
+        k = entry.index - 1
+        while k >= 0 {
+            if recs[k].type == .reg || recs[k].type == .chunk {
+                if recs[k].offset < window.lowerBound { break }
+                if single(k) { out.append(chunk(at: k)) }
+            }
+            k -= 1
+        }
+        return out
+    }
+
+    private func chunk(at k: Int) -> Chunk {
+        let c = toc.records[k]
+        var end = c.nextOffset
+        if c.innerOffset == 0 { end = min(end, payloadEnd) }
+        return Chunk(
+            entry: EntryID(k), fileOffset: c.chunkOffset, size: c.chunkSize, compressedOffset: c.offset,
+            compressedEnd: end, innerOffset: c.innerOffset, digest: chunkDigest(EntryID(k)))
     }
 
     /// The digest a chunk must have: its `chunkDigest`, or the file's `digest` for a single-chunk file.

@@ -374,7 +374,9 @@ public final class FUSESession: Sendable {
                 reply(fd, h.unique, error: ENOSYS)
             }
         } catch {
-            logger.debug("fuse op failed", metadata: ["fuse.op": "\(op)", "fuse.unique": "\(h.unique)", "error": "\(error)"])
+            logger.log(
+                level: error.isRoutineAnswer ? .trace : .debug, "fuse op failed",
+                metadata: ["fuse.op": "\(op)", "fuse.unique": "\(h.unique)", "error": "\(error)"])
             reply(fd, h.unique, error: error.errno)
         }
         return true
@@ -442,7 +444,9 @@ public final class FUSESession: Sendable {
                     try await work()
                 } catch {
                     let e = FUSEError(replyingTo: error)
-                    logger.debug("fuse op failed", metadata: ["fuse.op": "\(op)", "fuse.unique": "\(unique)", "error": "\(e)"])
+                    logger.log(
+                        level: e.isRoutineAnswer ? .trace : .debug, "fuse op failed",
+                        metadata: ["fuse.op": "\(op)", "fuse.unique": "\(unique)", "error": "\(e)"])
                     reply(fd, unique, error: e.errno)
                 }
             }

@@ -92,6 +92,10 @@ public struct FUSEError: Error, Sendable, Equatable, CustomStringConvertible {
 
     public static func == (a: FUSEError, b: FUSEError) -> Bool { a.errno == b.errno }
 
+    /// An answer a filesystem gives all the time (no such name, no such xattr, not supported, read-only),
+    /// not worth a log line above trace.
+    public var isRoutineAnswer: Bool { [ENOENT, ENODATA, ENOSYS, EROFS, ERANGE, ENOTDIR].contains(errno) }
+
     /// ENOENT.
     public static let notFound = FUSEError(ENOENT)
 

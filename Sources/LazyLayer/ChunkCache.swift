@@ -13,39 +13,70 @@ struct ChunkKey: Hashable, Sendable {
 /// A bounded memory cache of decompressed, verified chunks: two generations, so that a lookup or an
 /// insert is O(1) and what was not used for a generation falls out (an approximate LRU).
 ///
+/// One cache can serve many layers (the store shares one, so that its bound holds for the whole process);
+/// each layer files its chunks under its own owner number and drops them when it closes.
 /// Called from FUSE reader threads and tasks; the lock is held for a dictionary operation only.
-final class MemoryChunkCache: Sendable {
+public final class MemoryChunkCache: Sendable {
+    struct Key: Hashable, Sendable {
+        var owner: UInt64
+        var chunk: ChunkKey
+    }
     private struct State {
-        var hot: [ChunkKey: [UInt8]] = [:]
-        var cold: [ChunkKey: [UInt8]] = [:]
+        var hot: [Key: [UInt8]] = [:]
+        var cold: [Key: [UInt8]] = [:]
         var hotBytes = 0
         var coldBytes = 0
     }
     private let state = Mutex(State())
+    private let owners = Atomic<UInt64>(0)
     /// The bound on the bytes held, both generations together.
-    let capacity: Int
+    public let capacity: Int
 
-    init(capacity: Int) { self.capacity = max(0, capacity) }
+    /// A cache that holds at most `capacity` bytes of chunks.
+    public init(capacity: Int) { self.capacity = max(0, capacity) }
 
-    func get(_ k: ChunkKey) -> [UInt8]? {
-        state.withLock { s in
-            if let v = s.hot[k] { return v }
-            guard let v = s.cold.removeValue(forKey: k) else { return nil }
+    /// A number for a new layer's chunks.
+    func newOwner() -> UInt64 { owners.add(1, ordering: .relaxed).newValue }
+
+    func get(_ owner: UInt64, _ k: ChunkKey) -> [UInt8]? {
+        let key = Key(owner: owner, chunk: k)
+        return state.withLock { s in
+            if let v = s.hot[key] { return v }
+            guard let v = s.cold.removeValue(forKey: key) else { return nil }
             s.coldBytes -= v.count
-            insert(&s, k, v)
+            insert(&s, key, v)
             return v
         }
     }
 
-    func put(_ k: ChunkKey, _ v: [UInt8]) {
+    func put(_ owner: UInt64, _ k: ChunkKey, _ v: [UInt8]) {
         guard v.count <= capacity / 2 else { return }
+        let key = Key(owner: owner, chunk: k)
         state.withLock { s in
-            if s.hot[k] != nil { return }
-            insert(&s, k, v)
+            if s.hot[key] != nil { return }
+            insert(&s, key, v)
         }
     }
 
-    private func insert(_ s: inout State, _ k: ChunkKey, _ v: [UInt8]) {
+    func contains(_ owner: UInt64, _ k: ChunkKey) -> Bool {
+        let key = Key(owner: owner, chunk: k)
+        return state.withLock { $0.hot[key] != nil || $0.cold[key] != nil }
+    }
+
+    /// Forgets every chunk of `owner` (a layer that is closed).
+    func drop(owner: UInt64) {
+        state.withLock { s in
+            s.hot = s.hot.filter { $0.key.owner != owner }
+            s.cold = s.cold.filter { $0.key.owner != owner }
+            s.hotBytes = s.hot.values.reduce(0) { $0 + $1.count }
+            s.coldBytes = s.cold.values.reduce(0) { $0 + $1.count }
+        }
+    }
+
+    /// Bytes held now.
+    public var bytesHeld: Int { state.withLock { $0.hotBytes + $0.coldBytes } }
+
+    private func insert(_ s: inout State, _ k: Key, _ v: [UInt8]) {
         if s.hotBytes + v.count > capacity / 2 {
             s.cold = s.hot
             s.coldBytes = s.hotBytes
@@ -55,7 +86,6 @@ final class MemoryChunkCache: Sendable {
         s.hot[k] = v
         s.hotBytes += v.count
     }
-
 }
 
 /// Decompressed chunks on disk, named by their sha256 (so identical chunks of different layers are stored
@@ -69,6 +99,8 @@ public final class DiskChunkCache: Sendable {
     private let queue = DispatchQueue(label: "stargz.chunk-cache.write", attributes: .concurrent)
     /// Chunks verified by this process (written after verification, or checked once when first read).
     private let verified = Mutex<Set<Digest>>([])
+    /// Chunks handed to ``store(_:_:)`` and not yet written.
+    private let pending = Mutex<[Digest: [UInt8]]>([:])
 
     /// The bound on the bytes kept; past it the least recently used chunks are removed (nil: no bound).
     public let maxBytes: Int64?
@@ -133,6 +165,7 @@ public final class DiskChunkCache: Sendable {
     /// Reads and verifies a chunk of `size` bytes; nil when absent or damaged (a damaged file is removed).
     /// Blocks on disk: for FUSE reader threads and blocking-pool work only.
     func get(_ d: Digest, size: Int) -> [UInt8]? {
+        if let v = pending.withLock({ $0[d] }) { return v }
         let p = path(d)
         let fd = open(p, O_RDONLY | O_CLOEXEC)
         guard fd >= 0 else { return nil }
@@ -158,6 +191,7 @@ public final class DiskChunkCache: Sendable {
     /// damaged. The file stays open (a few dozen at most), so that the kernel's readahead follows a reader
     /// that goes through a chunk in order.
     func read(_ d: Digest, size: Int, from: Int, to: Int, whole: (([UInt8]) -> Void)? = nil) -> [UInt8]? {
+        if let v = pending.withLock({ $0[d] }) { return v.count == size ? Array(v[from..<to]) : nil }
         if verified.withLock({ $0.contains(d) }), let fd = openFile(d) {
             defer { fd.release() }
             var out = [UInt8](repeating: 0, count: to - from)
@@ -226,7 +260,22 @@ public final class DiskChunkCache: Sendable {
     }
 
     /// Whether a chunk file is present (not verified).
-    func contains(_ d: Digest) -> Bool { access(path(d), F_OK) == 0 }
+    func contains(_ d: Digest) -> Bool { pending.withLock { $0[d] != nil } || access(path(d), F_OK) == 0 }
+
+    /// Stores a verified chunk without waiting for the write: until it is on disk, this process finds it in
+    /// a table of pending writes. For on-demand reads, whose caller has the bytes already.
+    func store(_ d: Digest, _ bytes: [UInt8]) {
+        let fresh = pending.withLock { p in
+            if p[d] != nil { return false }
+            p[d] = bytes
+            return true
+        }
+        guard fresh else { return }
+        queue.async {
+            self.write(d, bytes)
+            _ = self.pending.withLock { $0.removeValue(forKey: d) }
+        }
+    }
 
     /// Stores a verified chunk, off the cooperative pool; returns when it is on disk.
     func put(_ d: Digest, _ bytes: [UInt8]) async {

@@ -45,35 +45,92 @@ final class Flight: Sendable {
     }
 }
 
-/// Counts on-demand reads so that background fetching yields to them.
-final class DemandGate: Sendable {
+/// Decides when background fetching may use the network, as upstream's background task manager does: only
+/// once on-demand reads and prefetches have been quiet for `silence`, and with at most `backgroundSlots`
+/// background requests at a time. One scheduler can be shared by every layer of a process (the store does),
+/// so that a container reading from one layer holds back the background fetch of all of them.
+public final class FetchScheduler: Sendable {
     private struct State {
         var active = 0
+        var quietSince: ContinuousClock.Instant
         var idleWaiters: [CheckedContinuation<Void, Never>] = []
+        var freeSlots: Int
+        var slotWaiters: [CheckedContinuation<Void, Never>] = []
+        var waiting = 0
     }
-    private let state = Mutex(State())
+    private let state: Mutex<State>
+    /// How long reads must have stopped before background fetching (re)starts.
+    public let silence: Duration
 
+    /// A scheduler; upstream's store uses a 5 s silence and `max_concurrency` (2) slots.
+    public init(silence: Duration = .seconds(5), backgroundSlots: Int = 2) {
+        self.silence = silence
+        state = Mutex(State(quietSince: .now, freeSlots: max(1, backgroundSlots)))
+    }
+
+    /// An on-demand read or a prefetch starts.
     func enter() { state.withLock { $0.active += 1 } }
 
+    /// An on-demand read or a prefetch ends.
     func leave() {
         let waiters = state.withLock { s in
             s.active -= 1
             guard s.active == 0 else { return [CheckedContinuation<Void, Never>]() }
+            s.quietSince = .now
             defer { s.idleWaiters = [] }
             return s.idleWaiters
         }
         for w in waiters { w.resume() }
     }
 
-    /// Returns when no on-demand read is running.
-    func waitIdle() async {
+    /// Waits until the foreground has been quiet for the silence period and a background slot is free, then
+    /// takes the slot; give it back with ``endTurn()``. Throws `CancellationError` when the task is cancelled.
+    func backgroundTurn() async throws {
+        state.withLock { $0.waiting += 1 }
+        defer { state.withLock { $0.waiting -= 1 } }
+        while true {
+            try Task.checkCancellation()
+            await withCheckedContinuation { (c: CheckedContinuation<Void, Never>) in
+                let now = state.withLock { s in
+                    if s.active == 0 { return true }
+                    s.idleWaiters.append(c)
+                    return false
+                }
+                if now { c.resume() }
+            }
+            let wake = state.withLock { $0.active == 0 ? $0.quietSince + silence : nil }
+            guard let wake else { continue }
+            if wake > .now {
+                try await Task.sleep(until: wake, clock: .continuous)
+                continue
+            }
+            break
+        }
         await withCheckedContinuation { (c: CheckedContinuation<Void, Never>) in
             let now = state.withLock { s in
-                if s.active == 0 { return true }
-                s.idleWaiters.append(c)
+                if s.freeSlots > 0 {
+                    s.freeSlots -= 1
+                    return true
+                }
+                s.slotWaiters.append(c)
                 return false
             }
             if now { c.resume() }
         }
+    }
+
+    /// Background fetches waiting for their turn (for tests and metrics).
+    var waitingForTurn: Int { state.withLock { $0.waiting } }
+
+    /// Gives back the slot ``backgroundTurn()`` took.
+    func endTurn() {
+        let next = state.withLock { s in
+            if s.slotWaiters.isEmpty {
+                s.freeSlots += 1
+                return nil as CheckedContinuation<Void, Never>?
+            }
+            return s.slotWaiters.removeFirst()
+        }
+        next?.resume()
     }
 }

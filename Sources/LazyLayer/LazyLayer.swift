@@ -27,12 +27,22 @@ public struct LazyLayerOptions: Sendable {
     public var mergeGap: Int64
     /// The largest request the background fetch makes.
     public var backgroundRequestSize: Int64
+    /// A memory cache shared with other layers (nil: the layer's own, of `memoryCacheBytes`).
+    public var memoryCache: MemoryChunkCache?
+    /// A scheduler shared with other layers (nil: the layer's own, with no silence period and one slot).
+    public var scheduler: FetchScheduler?
+    /// An on-demand fetch also takes the chunks that follow it in the blob, up to this many compressed bytes
+    /// past its end (0: none). The small files of a directory lie together, and a program that opens one
+    /// usually opens its neighbours next; each costs a round trip otherwise. Neighbours that fail
+    /// verification are dropped, never an error for the read that brought them.
+    public var readAround: Int64
 
     /// Creates options.
     public init(
         memoryCacheBytes: Int = 64 << 20, diskCache: DiskChunkCache? = nil, prefetch: Bool = true,
         prefetchSizeWithoutLandmark: Int64 = 0, backgroundFetch: Bool = true, expectedTOCDigest: Digest? = nil,
-        mergeGap: Int64 = 64 << 10, backgroundRequestSize: Int64 = 4 << 20
+        mergeGap: Int64 = 64 << 10, backgroundRequestSize: Int64 = 4 << 20,
+        memoryCache: MemoryChunkCache? = nil, scheduler: FetchScheduler? = nil, readAround: Int64 = 0
     ) {
         self.memoryCacheBytes = memoryCacheBytes
         self.diskCache = diskCache
@@ -42,6 +52,9 @@ public struct LazyLayerOptions: Sendable {
         self.expectedTOCDigest = expectedTOCDigest
         self.mergeGap = mergeGap
         self.backgroundRequestSize = backgroundRequestSize
+        self.memoryCache = memoryCache
+        self.scheduler = scheduler
+        self.readAround = readAround
     }
 }
 
@@ -80,7 +93,9 @@ public final class LazyLayer: FileSystem {
     let memory: MemoryChunkCache
     let flights = Mutex<[ChunkKey: Flight]>([:])
     let counters = Mutex(LazyLayerStatistics())
-    let demand = DemandGate()
+    /// This layer's number in the (possibly shared) memory cache.
+    let owner: UInt64
+    let scheduler: FetchScheduler
     let background = Mutex<Task<Void, Never>?>(nil)
     /// Nodes that are `.wh.NAME` whiteouts (shown as `NAME`), and directories holding an opaque marker.
     let whiteouts: Set<UInt32>
@@ -96,7 +111,9 @@ public final class LazyLayer: FileSystem {
         self.source = source
         self.options = options
         self.logger = logger
-        memory = MemoryChunkCache(capacity: options.memoryCacheBytes)
+        memory = options.memoryCache ?? MemoryChunkCache(capacity: options.memoryCacheBytes)
+        owner = memory.newOwner()
+        scheduler = options.scheduler ?? FetchScheduler(silence: .zero, backgroundSlots: 1)
         var wh = Set<UInt32>(), opq = Set<UInt32>(), hid = Set<UInt32>()
         var total: Int64 = 0
         let toc = reader.toc
@@ -136,7 +153,9 @@ public final class LazyLayer: FileSystem {
         guard size >= Int64(Footer.zstdChunkedSize) else {
             throw EStargzError(.invalidFooter, "\(source.name): a blob of \(size) bytes has no footer")
         }
-        var start = max(0, size - 64 * 1024)
+        // One read should bring the footer and the whole TOC: a TOC is commonly 0.3–1 % of its blob, so the
+        // first read takes 1/128 of the blob (64 KiB at least, 1 MiB at most); a larger TOC costs a second read.
+        var start = max(0, size - min(max(64 << 10, size / 128), 1 << 20))
         var tail = try await source.read([start..<size])[0]
         let footerBytes = Array(tail.suffix(min(tail.count, Footer.estargzSize)))
         let footer = try Footer.parse(tail: footerBytes, blobSize: size)
@@ -158,7 +177,11 @@ public final class LazyLayer: FileSystem {
         background.withLock { t in
             guard t == nil else { return }
             t = Task { [self] in
+                // Opening the layer and its prefetch count as foreground work: the background fetch waits for
+                // the silence after them, as it does after reads.
+                scheduler.enter()
                 await self.prefetch()
+                scheduler.leave()
                 if options.backgroundFetch, options.diskCache != nil { await self.fetchRest() }
             }
         }
@@ -171,7 +194,11 @@ public final class LazyLayer: FileSystem {
     }
 
     /// Stops background work.
-    public func close() { background.withLock { $0?.cancel() } }
+    /// Stops background work and frees this layer's chunks in memory.
+    public func close() {
+        background.withLock { $0?.cancel() }
+        memory.drop(owner: owner)
+    }
 
     /// What has been fetched.
     public var fetchStatistics: LazyLayerStatistics { counters.withLock { $0 } }
@@ -303,9 +330,9 @@ public final class LazyLayer: FileSystem {
     /// A chunk from memory, or from disk (verified) into memory.
     func cached(_ c: Chunk) -> [UInt8]? {
         let k = Self.key(c)
-        if let v = memory.get(k) { return v }
+        if let v = memory.get(owner, k) { return v }
         if let disk = options.diskCache, let d = c.digest, let v = disk.get(d, size: Int(c.size)) {
-            memory.put(k, v)
+            memory.put(owner, k, v)
             return v
         }
         return nil
@@ -332,16 +359,16 @@ public final class LazyLayer: FileSystem {
             let from = Int(max(p.start, c.fileOffset) - c.fileOffset)
             let to = Int(min(p.end, c.fileOffset + c.size) - c.fileOffset)
             let k = Self.key(c)
-            if let v = memory.get(k) {
+            if let v = memory.get(owner, k) {
                 out.append(contentsOf: v[from..<to])
             } else if let disk = options.diskCache, let d = c.digest, memory.capacity >= 8 * Int(c.size),
                 let v = disk.get(d, size: Int(c.size))
             {
                 // Memory to spare: the whole chunk comes in, for the reads that follow.
-                memory.put(k, v)
+                memory.put(owner, k, v)
                 out.append(contentsOf: v[from..<to])
             } else if let disk = options.diskCache, let d = c.digest,
-                let v = disk.read(d, size: Int(c.size), from: from, to: to, whole: { self.memory.put(k, $0) })
+                let v = disk.read(d, size: Int(c.size), from: from, to: to, whole: { self.memory.put(self.owner, k, $0) })
             {
                 // A trusted chunk on disk is read in the range asked for only, not loaded whole.
                 out.append(contentsOf: v)
@@ -355,15 +382,17 @@ public final class LazyLayer: FileSystem {
     public func read(node: UInt64, offset: UInt64, size: Int) async throws -> [UInt8] {
         let p = try plan(node, offset: offset, size: size)
         if p.chunks.isEmpty { return [] }
-        demand.enter()
-        defer { demand.leave() }
+        scheduler.enter()
+        defer { scheduler.leave() }
         var have: [ChunkKey: [UInt8]] = [:]
         var missing: [Chunk] = []
         for c in p.chunks {
             if let v = cached(c) { have[Self.key(c)] = v } else { missing.append(c) }
         }
         if !missing.isEmpty {
-            for (k, v) in try await fetch(missing, intoMemory: true) { have[k] = v }
+            let extra = neighbours(of: missing)
+            let wanted = extra.isEmpty ? missing : missing + extra
+            for (k, v) in try await fetch(wanted, intoMemory: true, optional: Set(extra.map(Self.key))) { have[k] = v }
         }
         guard let out = assemble(p.chunks, { have[Self.key($0)] }, start: p.start, end: p.end) else {
             throw FUSEError(EIO, "\(source.name): chunks of node \(node) went missing")
@@ -373,8 +402,30 @@ public final class LazyLayer: FileSystem {
 
     // MARK: Fetching
 
-    /// Fetches chunks, joining fetches already under way for some of them (singleflight).
-    func fetch(_ chunks: [Chunk], intoMemory: Bool, mergeGap: Int64? = nil) async throws -> [ChunkKey: [UInt8]] {
+    /// For each missing chunk that is a whole small file, its small siblings within
+    /// ``LazyLayerOptions/readAround`` bytes either side that are not cached yet.
+    func neighbours(of missing: [Chunk]) -> [Chunk] {
+        let w = options.readAround
+        guard w > 0 else { return [] }
+        var asked = Set(missing.map(Self.key))
+        var out: [Chunk] = []
+        for m in missing where m.fileOffset == 0 && m.compressedSize <= w {
+            let window = (m.compressedOffset - w)..<(m.compressedEnd + w)
+            for c in reader.smallSiblings(of: m.entry, within: window) {
+                let k = Self.key(c)
+                if !asked.insert(k).inserted || memory.contains(owner, k) { continue }
+                if let disk = options.diskCache, let d = c.digest, disk.contains(d) { continue }
+                out.append(c)
+            }
+        }
+        return out
+    }
+
+    /// Fetches chunks, joining fetches already under way for some of them (singleflight). Chunks in
+    /// `optional` that fail verification are left out of the result instead of failing the fetch.
+    func fetch(
+        _ chunks: [Chunk], intoMemory: Bool, mergeGap: Int64? = nil, optional: Set<ChunkKey> = []
+    ) async throws -> [ChunkKey: [UInt8]] {
         var waits: [Flight] = []
         var mine: [Chunk] = []
         let flight = Flight()
@@ -395,7 +446,9 @@ public final class LazyLayer: FileSystem {
             Task { [self] in
                 let r: Result<Flight.Value, any Error>
                 do {
-                    r = .success(try await self.fetchGroup(work, intoMemory: intoMemory, gap: mergeGap ?? options.mergeGap))
+                    r = .success(
+                        try await self.fetchGroup(
+                            work, intoMemory: intoMemory, gap: mergeGap ?? options.mergeGap, optional: optional))
                 } catch {
                     r = .failure(error)
                 }
@@ -428,10 +481,23 @@ public final class LazyLayer: FileSystem {
 
     /// Fetches, decompresses and verifies chunks; a chunk that fails verification is fetched once more
     /// on its own, and fails the read with EIO if it is still wrong.
-    func fetchGroup(_ chunks: [Chunk], intoMemory: Bool, gap: Int64) async throws -> [ChunkKey: [UInt8]] {
+    func fetchGroup(
+        _ chunks: [Chunk], intoMemory: Bool, gap: Int64, optional: Set<ChunkKey> = []
+    ) async throws -> [ChunkKey: [UInt8]] {
         try Task.checkCancellation()
         let rs = ranges(chunks, gap: gap)
+        let started = ContinuousClock.now
         let bodies = try await source.read(rs)
+        if logger.logLevel <= .debug {
+            let d = ContinuousClock.now - started
+            logger.debug(
+                "fetched", metadata: [
+                    "layer.digest": "\(source.name)", "ranges": "\(rs.count)", "chunks": "\(chunks.count)",
+                    "bytes": "\(rs.reduce(0) { $0 + $1.count })", "range.offset": "\(rs.first?.lowerBound ?? 0)",
+                    "file": "\(chunks.first.map { reader.toc.entry($0.entry).name } ?? "")",
+                    "latency": "\(d.components.seconds * 1000 + d.components.attoseconds / 1_000_000_000_000_000)ms",
+                ])
+        }
         counters.withLock { s in
             s.requests += rs.count > 1 ? 1 : rs.count
             s.bytesFetched += rs.reduce(0) { $0 + Int64($1.count) }
@@ -446,6 +512,12 @@ public final class LazyLayer: FileSystem {
             var bytes: [UInt8]
             do {
                 bytes = try reader.decompress(c, compressed: compressed)
+            } catch where optional.contains(Self.key(c)) {
+                counters.withLock { $0.verificationFailures += 1 }
+                logger.warning(
+                    "a chunk read around failed verification; left out",
+                    metadata: ["layer.digest": "\(source.name)", "range.offset": "\(c.compressedOffset)", "error": "\(error)"])
+                continue
             } catch {
                 counters.withLock { $0.verificationFailures += 1 }
                 logger.warning(
@@ -464,12 +536,16 @@ public final class LazyLayer: FileSystem {
                 }
             }
             let k = Self.key(c)
-            if intoMemory { memory.put(k, bytes) }
-            if let disk = options.diskCache, let d = c.digest { await disk.put(d, bytes) }
+            if intoMemory { memory.put(owner, k, bytes) }
+            if let disk = options.diskCache, let d = c.digest {
+                // A read has its bytes already and need not wait for the disk; the background fetch does wait,
+                // so that it goes no faster than the disk takes its chunks.
+                if intoMemory { disk.store(d, bytes) } else { await disk.put(d, bytes) }
+            }
             out[k] = bytes
         }
         counters.withLock { s in
-            s.chunksFetched += chunks.count
+            s.chunksFetched += out.count
             for c in chunks where !s.seen.insert(Self.key(c)).inserted { s.duplicateFetches += 1 }
         }
         return out
@@ -506,7 +582,8 @@ public final class LazyLayer: FileSystem {
         let start = ContinuousClock.now
         do {
             _ = try await fetchPrefetch(wanted)
-            logLatency("prefetch", since: start, bytes: end)
+            logLatency("prefetch_total", since: start, suffix: "; prefetch_size=\(end) bytes")
+            logger.debug("completed to prefetch", metadata: ["layer_sha": "\(layerDigest)"])
         } catch {
             logger.info("prefetch failed", metadata: ["layer.digest": "\(source.name)", "error": "\(error)"])
         }
@@ -531,9 +608,16 @@ public final class LazyLayer: FileSystem {
             if Task.isCancelled { return }
             let flush = i == pending.count || batchBytes + pending[i].compressedSize > options.backgroundRequestSize
             if flush, !batch.isEmpty {
-                await demand.waitIdle()
                 do {
+                    try await scheduler.backgroundTurn()
+                } catch {
+                    return  // cancelled: the layer is closing
+                }
+                do {
+                    defer { scheduler.endTurn() }
                     _ = try await fetch(batch, intoMemory: false)
+                } catch is CancellationError {
+                    return
                 } catch {
                     logger.info("background fetch failed", metadata: ["layer.digest": "\(source.name)", "error": "\(error)"])
                     return
@@ -548,18 +632,22 @@ public final class LazyLayer: FileSystem {
             i += 1
         }
         counters.withLock { $0.fullyLocal = true }
-        logLatency("background-fetch", since: started, bytes: pending.reduce(0) { $0 + $1.compressedSize })
+        logLatency("background_fetch_total", since: started, suffix: "")
+        logger.debug(
+            "completed to fetch all layer data in background",
+            metadata: ["layer_sha": "\(layerDigest)", "bytes": "\(pending.reduce(0) { $0 + $1.compressedSize })"])
     }
 
-    /// The per-layer latency line upstream's store writes (`metrics=latency`, `operation`, `latency` in ms).
-    func logLatency(_ operation: String, since start: ContinuousClock.Instant, bytes: Int64) {
+    /// The layer's digest for log lines (the part of the source's name after `@`).
+    var layerDigest: Substring { source.name.split(separator: "@").last ?? Substring(source.name) }
+
+    /// The per-layer latency line of upstream's store, in its shape (debug level, `layer_sha`,
+    /// `metrics=latency`, `operation`, `msg` = `value=<ms> milliseconds[; prefetch_size=<n> bytes]`).
+    func logLatency(_ operation: String, since start: ContinuousClock.Instant, suffix: String) {
         let d = ContinuousClock.now - start
         let ms = Double(d.components.seconds) * 1000 + Double(d.components.attoseconds) / 1e15
-        logger.info(
-            "\(operation) done",
-            metadata: [
-                "layer.digest": "\(source.name)", "metrics": "latency", "operation": "\(operation)",
-                "latency": "\((ms * 1000).rounded() / 1000)", "bytes": "\(bytes)",
-            ])
+        logger.debug(
+            "value=\((ms * 1000).rounded() / 1000) milliseconds\(suffix)",
+            metadata: ["layer_sha": "\(layerDigest)", "metrics": "latency", "operation": "\(operation)"])
     }
 }

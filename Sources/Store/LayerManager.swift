@@ -169,7 +169,9 @@ public final class LayerManager: Sendable {
         var o = options.layer
         o.expectedTOCDigest = toc
         let source = RegistryBlobSource(client: client, reference: ref, digest: d.digest, size: d.size)
+        let opening = ContinuousClock.now
         let lazy = try await LazyLayer.open(source, options: o, logger: logger)
+        let opened = ContinuousClock.now
         let info = Self.info(d, diffID: diffIDs[index], toc: toc, asTOC: digest == toc && digest != d.digest)
         let id = state.withLock { s in
             defer { s.nextID += 1 }
@@ -182,6 +184,8 @@ public final class LayerManager: Sendable {
             metadata: [
                 "image.ref": "\(ref)", "layer.digest": "\(d.digest)", "toc.digest": "\(toc)",
                 "latency": "\(milliseconds(ContinuousClock.now - start))ms",
+                "manifest.latency": "\(milliseconds(opening - start))ms",
+                "toc.latency": "\(milliseconds(opened - opening))ms",
                 "remote-snapshot-prepared": "true",
             ])
         return layer
