@@ -19,7 +19,7 @@ rate=${RATE:-200mbit}
 delay_ms=${DELAY_MS:-10}
 mkdir -p "$work"
 if [ "${BUILD:-1}" = 1 ]; then
-  swift build -c release --product stargz >&2
+  swift build -c release --product stargz --static-swift-stdlib >&2
   swift build -c release --product stargz-store --static-swift-stdlib >&2
 fi
 stargz=$repo/.build/release/stargz

@@ -51,8 +51,9 @@ public final class EStargzReader: Sendable {
     public let footer: Footer
     /// The parsed TOC.
     public let toc: TOC
-    /// The TOC JSON bytes exactly as in the blob.
-    public let tocJSON: [UInt8]
+    /// The TOC JSON bytes exactly as in the blob, read and decompressed again on each use (a reader keeps
+    /// only the parsed TOC: the JSON of a big layer is megabytes). Empty if the blob can no longer be read.
+    public var tocJSON: [UInt8] { (try? Self.loadTOCJSON(blob, footer, limits: options.limits)) ?? [] }
     /// Where the layer payload ends (the first byte of the TOC structure).
     public let payloadEnd: Int64
     /// The options in force.
@@ -74,18 +75,26 @@ public final class EStargzReader: Sendable {
         let tail = try blob.read(at: size - Int64(tailLen), length: tailLen)
         let footer = try Footer.parse(tail: tail, blobSize: size)
         self.footer = footer
+        payloadEnd = footer.format == .zstdChunked ? footer.tocOffset - 8 : footer.tocOffset
+        let json = try Self.loadTOCJSON(blob, footer, limits: options.limits)
+        toc = try TOC.parse(json: json, payloadEnd: payloadEnd, blobSize: size, limits: options.limits)
+        if let want = options.expectedTOCDigest, want != toc.digest {
+            throw EStargzError(.tocDigestMismatch, "invalid TOC JSON \"\(toc.digest)\"; want \"\(want)\"")
+        }
+    }
+
+    /// Reads the TOC region the footer points at and decompresses it (bounded by the limits).
+    static func loadTOCJSON(_ blob: any RandomAccessBlob, _ footer: Footer, limits: TOCLimits) throws -> [UInt8] {
         let json: [UInt8]
         switch footer.format {
         case .estargz, .legacyStargz:
-            payloadEnd = footer.tocOffset
             let region = try blob.read(at: footer.tocOffset, length: Int(footer.tocCompressedSize))
-            json = try Self.extractGzipTOC(region, at: footer.tocOffset, limits: options.limits)
+            json = try Self.extractGzipTOC(region, at: footer.tocOffset, limits: limits)
         case .zstdChunked:
-            payloadEnd = footer.tocOffset - 8
-            guard footer.tocUncompressedSize <= options.limits.maxTOCSize else {
+            guard footer.tocUncompressedSize <= limits.maxTOCSize else {
                 throw EStargzError(
                     .tocTooLarge,
-                    "zstd:chunked TOC of \(footer.tocUncompressedSize) bytes exceeds the limit of \(options.limits.maxTOCSize)")
+                    "zstd:chunked TOC of \(footer.tocUncompressedSize) bytes exceeds the limit of \(limits.maxTOCSize)")
             }
             let region = try blob.read(at: footer.tocOffset, length: Int(footer.tocCompressedSize))
             do {
@@ -102,11 +111,7 @@ public final class EStargzReader: Sendable {
                     "zstd:chunked TOC is \(json.count) bytes, the footer says \(footer.tocUncompressedSize)")
             }
         }
-        tocJSON = json
-        toc = try TOC.parse(json: json, payloadEnd: payloadEnd, blobSize: size, limits: options.limits)
-        if let want = options.expectedTOCDigest, want != toc.digest {
-            throw EStargzError(.tocDigestMismatch, "invalid TOC JSON \"\(toc.digest)\"; want \"\(want)\"")
-        }
+        return json
     }
 
     /// Decompresses the TOC member: one gzip member holding a tar whose first entry is `stargz.index.json`.

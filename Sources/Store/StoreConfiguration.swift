@@ -13,7 +13,7 @@ public struct StoreConfiguration: Sendable, Equatable {
         public static let fetchingTimeoutSeconds: Int64 = 300
         public static let maxRetries: Int64 = 5
         public static let minWaitMilliseconds: Int64 = 30
-        public static let memoryCacheMiB: Int64 = 16
+        public static let memoryCacheMiB: Int64 = 8
         public static let diskCacheMiB: Int64 = 10240
     }
 
