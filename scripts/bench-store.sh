@@ -159,11 +159,16 @@ for tag in ${KINDS:-plain esgz}; do
   done
 done
 ms() { tr ' ' '\n' | grep . | median; }
-plain_s=$(echo "${secs[plain]}" | ms); esgz_s=$(echo "${secs[esgz]}" | ms)
-plain_b=$(echo "${bytes[plain]}" | ms); esgz_b=$(echo "${bytes[esgz]}" | ms)
-hwm=$(echo "${hwms[esgz]}" | tr ' ' '\n' | grep . | sort -n | tail -1)
 echo "== start (pull + run to first output), median of $runs"
-echo "plain gzip:          ${plain_s} s, $(awk -v b="$plain_b" 'BEGIN{printf "%.1f", b/1e6}') MB from the registry"
-echo "eStargz via store:   ${esgz_s} s, $(awk -v b="$esgz_b" 'BEGIN{printf "%.1f", b/1e6}') MB from the registry"
-echo "ratio eStargz/plain: $(awk -v a="$esgz_s" -v b="$plain_s" 'BEGIN{printf "%.2f", a/b}')  (goal <= 0.25)"
-echo "stargz-store VmHWM:  $(awk -v h="$hwm" 'BEGIN{printf "%.1f", h/1024}') MiB (largest of the runs; goal <= 30 MB)"
+for tag in ${KINDS:-plain esgz}; do
+  label=$([ "$tag" = plain ] && echo "plain gzip:       " || echo "eStargz via store:")
+  s=$(echo "${secs[$tag]}" | ms); b=$(echo "${bytes[$tag]}" | ms)
+  echo "$label   ${s} s, $(awk -v b="$b" 'BEGIN{printf "%.1f", b/1e6}') MB from the registry before the first output"
+done
+if [ -n "${secs[plain]:-}" ] && [ -n "${secs[esgz]:-}" ]; then
+  echo "ratio eStargz/plain: $(awk -v a="$(echo "${secs[esgz]}" | ms)" -v b="$(echo "${secs[plain]}" | ms)" 'BEGIN{printf "%.2f", a/b}')  (goal <= 0.25)"
+fi
+if [ -n "${hwms[esgz]:-}" ]; then
+  hwm=$(echo "${hwms[esgz]}" | tr ' ' '\n' | grep . | sort -n | tail -1)
+  echo "stargz-store VmHWM:  $(awk -v h="$hwm" 'BEGIN{printf "%.1f", h/1024}') MiB (largest of the runs; goal <= 30 MB)"
+fi

@@ -187,6 +187,9 @@ public final class LazyLayer: FileSystem {
         }
     }
 
+    /// Whether ``startBackgroundWork()`` has been called.
+    public var backgroundWorkStarted: Bool { background.withLock { $0 != nil } }
+
     /// Waits for the prefetch and background work started by ``startBackgroundWork()``.
     public func waitForBackgroundWork() async {
         let t = background.withLock { $0 }

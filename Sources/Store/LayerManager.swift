@@ -105,6 +105,17 @@ public final class LayerManager: Sendable {
         state.withLock { $0.layers[Self.key(ref, digest)] }
     }
 
+    /// Whether `(ref, digest)` is resolved or being resolved (asked for, or ahead of the ask).
+    func isKnown(_ ref: Reference, _ digest: Digest) -> Bool {
+        state.withLock { $0.layers[Self.key(ref, digest)] != nil || $0.resolving[Self.key(ref, digest)] != nil }
+    }
+
+    /// A layer resolved ahead and not asked for yet (waits for its resolution; nil if there is none).
+    func resolvedAhead(_ ref: Reference, _ digest: Digest) async -> StoreLayer? {
+        guard let t = state.withLock({ $0.resolving[Self.key(ref, digest)] }) else { return nil }
+        return try? await t.value
+    }
+
     /// A layer by its id.
     public func layer(id: UInt32) -> StoreLayer? {
         state.withLock { s in s.layers.values.first { $0.id == id } }
@@ -130,7 +141,10 @@ public final class LayerManager: Sendable {
                 s.layers[key] = layer
                 return (layer, true)
             }
-            if first { metrics.add("stargz_store_layers_resolved_total") }
+            if first {
+                metrics.add("stargz_store_layers_resolved_total")
+                kept.lazy.startBackgroundWork()
+            }
             return kept
         } catch {
             if state.withLock({ $0.resolving.removeValue(forKey: key) != nil }) {
@@ -149,7 +163,7 @@ public final class LayerManager: Sendable {
         return image
     }
 
-    private func resolveUncached(_ ref: Reference, _ digest: Digest) async throws -> StoreLayer {
+    private func resolveUncached(_ ref: Reference, _ digest: Digest, ahead: Bool = false) async throws -> StoreLayer {
         let start = ContinuousClock.now
         let image = try await image(ref)
         guard let index = image.decoded.layers.firstIndex(where: {
@@ -170,6 +184,7 @@ public final class LayerManager: Sendable {
         o.expectedTOCDigest = toc
         let source = RegistryBlobSource(client: client, reference: ref, digest: d.digest, size: d.size)
         let opening = ContinuousClock.now
+        if !ahead { resolveAhead(ref, image, after: index, byTOC: digest == toc && digest != d.digest) }
         let lazy = try await LazyLayer.open(source, options: o, logger: logger)
         let opened = ContinuousClock.now
         let info = Self.info(d, diffID: diffIDs[index], toc: toc, asTOC: digest == toc && digest != d.digest)
@@ -178,7 +193,6 @@ public final class LayerManager: Sendable {
             return s.nextID
         }
         let layer = StoreLayer(id: id, reference: ref, descriptor: d, lazy: lazy, blob: source, info: info)
-        lazy.startBackgroundWork()
         logger.info(
             "layer resolved; served lazily with verification of the TOC digest and every chunk digest",
             metadata: [
@@ -186,9 +200,41 @@ public final class LayerManager: Sendable {
                 "latency": "\(milliseconds(ContinuousClock.now - start))ms",
                 "manifest.latency": "\(milliseconds(opening - start))ms",
                 "toc.latency": "\(milliseconds(opened - opening))ms",
-                "remote-snapshot-prepared": "true",
+                "remote-snapshot-prepared": "true", "ahead": "\(ahead)",
             ])
         return layer
+    }
+
+    /// Starts resolving the image's other eStargz layers, which the client asks for next, one after the other:
+    /// their footers and TOCs then come in parallel with this one's instead of a round trip each, later. They
+    /// are filed under the key the client uses (layer or TOC digest, like this lookup) and start no background
+    /// work until the client asks for them; one the client never asks for is dropped after the manifest TTL.
+    private func resolveAhead(_ ref: Reference, _ image: ResolvedImage, after index: Int, byTOC: Bool) {
+        for (i, other) in image.decoded.layers.enumerated() where i != index {
+            guard let toc = other.annotations?[AnnotationKey.tocDigest].flatMap(Digest.init) else { continue }
+            let digest = byTOC ? toc : other.digest
+            let key = Self.key(ref, digest)
+            let started: Task<StoreLayer, any Error>? = state.withLock { s in
+                guard s.layers[key] == nil, s.resolving[key] == nil else { return nil }
+                let t = Task { try await self.resolveUncached(ref, digest, ahead: true) }
+                s.resolving[key] = t
+                return t
+            }
+            guard let started else { continue }
+            let ttl = options.manifestTTL
+            Task { [self] in
+                try? await Task.sleep(for: ttl)
+                let unclaimed = state.withLock { s in
+                    guard s.resolving[key] == started else { return false }
+                    s.resolving[key] = nil
+                    return true
+                }
+                if unclaimed, let layer = try? await started.value {
+                    layer.lazy.close()
+                    logger.debug("dropped a layer resolved ahead that was never asked for", metadata: ["image.ref": "\(ref)", "layer.digest": "\(digest)"])
+                }
+            }
+        }
     }
 
     /// The `info` JSON containers/storage reads (one line): the c/storage 1.43 keys, plus `toc-digest` and the
