@@ -160,32 +160,7 @@ public indirect enum Document: Sendable, Equatable {
     }
 
     /// A YAML double-quoted scalar; its escapes are also valid JSON escapes except `\x`, which is not used.
-    static func doubleQuoted(_ s: String) -> String {
-        var out = "\""
-        for u in s.unicodeScalars {
-            switch u {
-            case "\"": out += "\\\""
-            case "\\": out += "\\\\"
-            case "\n": out += "\\n"
-            case "\t": out += "\\t"
-            case "\r": out += "\\r"
-            default:
-                if isPrintable(u) {
-                    out.unicodeScalars.append(u)
-                } else if u.value <= 0xFFFF {
-                    out += "\\u" + hex(u.value, width: 4)
-                } else {
-                    out += "\\U" + hex(u.value, width: 8)
-                }
-            }
-        }
-        return out + "\""
-    }
-
-    private static func hex(_ v: UInt32, width: Int) -> String {
-        let h = String(v, radix: 16, uppercase: true)
-        return String(repeating: "0", count: max(0, width - h.count)) + h
-    }
+    static func doubleQuoted(_ s: String) -> String { quoted(s, escaping: { !isPrintable($0) }) }
 
     // MARK: JSON
 
@@ -230,22 +205,6 @@ public indirect enum Document: Sendable, Equatable {
     }
 
     static func jsonString(_ s: String) -> String {
-        var out = "\""
-        for u in s.unicodeScalars {
-            switch u {
-            case "\"": out += "\\\""
-            case "\\": out += "\\\\"
-            case "\n": out += "\\n"
-            case "\t": out += "\\t"
-            case "\r": out += "\\r"
-            default:
-                if u.value < 0x20 || u.value == 0x7F || u.value == 0x2028 || u.value == 0x2029 {
-                    out += "\\u" + hex(u.value, width: 4)
-                } else {
-                    out.unicodeScalars.append(u)
-                }
-            }
-        }
-        return out + "\""
+        quoted(s, escaping: { $0.value < 0x20 || $0.value == 0x7F || $0.value == 0x2028 || $0.value == 0x2029 })
     }
 }
