@@ -70,20 +70,24 @@ public enum Manifests {
     /// The Ignition 3.2.0 config: the files as data URLs with decimal modes, owned by root, overwriting what
     /// is there; the unit enabled.
     public static func ignition(_ node: NodeFiles) -> Document {
-        let files: [Document] = node.files.map { f in
-            .map([
-                ("path", .string(f.path)),
-                ("mode", .integer(f.mode)),
-                ("overwrite", .boolean(true)),
-                ("user", .map([("name", .string("root"))])),
-                ("group", .map([("name", .string("root"))])),
-                ("contents", .map([("source", .string(DataURL.encode(Array(f.contents.utf8))))])),
-            ])
-        }
+        let files = node.files.map { file($0, contents: ("source", .string(DataURL.encode(Array($0.contents.utf8))))) }
         return .map([
             ("ignition", .map([("version", .string(ignitionVersion))])),
             ("storage", .map([("files", .list(files))])),
             ("systemd", .map([("units", .list([unit(node)]))])),
+        ])
+    }
+
+    /// A `storage.files` entry, the same in Ignition and Butane but for how `contents` holds the bytes: owned
+    /// by root, overwriting what is there, mode in decimal.
+    private static func file(_ f: (path: String, contents: String, mode: Int), contents: (String, Document)) -> Document {
+        .map([
+            ("path", .string(f.path)),
+            ("mode", .integer(f.mode)),
+            ("overwrite", .boolean(true)),
+            ("user", .map([("name", .string("root"))])),
+            ("group", .map([("name", .string("root"))])),
+            ("contents", .map([contents])),
         ])
     }
 
@@ -108,16 +112,7 @@ public enum Manifests {
     /// The Butane (`variant: openshift`) source of ``machineConfig(_:name:role:)``: files inline, which
     /// `butane` turns into the same data URLs.
     public static func butane(_ node: NodeFiles, name: String, role: String) -> Document {
-        let files: [Document] = node.files.map { f in
-            .map([
-                ("path", .string(f.path)),
-                ("mode", .integer(f.mode)),
-                ("overwrite", .boolean(true)),
-                ("user", .map([("name", .string("root"))])),
-                ("group", .map([("name", .string("root"))])),
-                ("contents", .map([("inline", .string(f.contents))])),
-            ])
-        }
+        let files = node.files.map { file($0, contents: ("inline", .string($0.contents))) }
         return .map([
             ("variant", .string("openshift")),
             ("version", .string(butaneVersion)),
