@@ -124,13 +124,7 @@ public final class LayerManager: Sendable {
     /// Resolves a layer (network: manifest, config, footer and TOC), or returns the one resolved before.
     public func resolve(_ ref: Reference, _ digest: Digest) async throws -> StoreLayer {
         let key = Self.key(ref, digest)
-        let (have, pending): (StoreLayer?, Task<StoreLayer, any Error>?) = state.withLock { s in
-            if let l = s.layers[key] { return (l, nil) }
-            if let t = s.resolving[key] { return (nil, t) }
-            let t = Task { try await self.resolveUncached(ref, digest) }
-            s.resolving[key] = t
-            return (nil, t)
-        }
+        let (have, pending, _) = resolution(ref, digest, ahead: false)
         if let have { return have }
         do {
             let layer = try await pending!.value  // nil only when `have` is set
@@ -151,6 +145,21 @@ public final class LayerManager: Sendable {
                 metrics.add("stargz_store_layers_refused_total")
             }
             throw error
+        }
+    }
+
+    /// The layer filed for `(ref, digest)`, or else its resolution under way, started now if there is none
+    /// (and whether this call started it).
+    private func resolution(
+        _ ref: Reference, _ digest: Digest, ahead: Bool
+    ) -> (filed: StoreLayer?, task: Task<StoreLayer, any Error>?, started: Bool) {
+        let key = Self.key(ref, digest)
+        return state.withLock { s in
+            if let l = s.layers[key] { return (l, nil, false) }
+            if let t = s.resolving[key] { return (nil, t, false) }
+            let t = Task { try await self.resolveUncached(ref, digest, ahead: ahead) }
+            s.resolving[key] = t
+            return (nil, t, true)
         }
     }
 
@@ -214,13 +223,8 @@ public final class LayerManager: Sendable {
             guard let toc = other.annotations?[AnnotationKey.tocDigest].flatMap(Digest.init) else { continue }
             let digest = byTOC ? toc : other.digest
             let key = Self.key(ref, digest)
-            let started: Task<StoreLayer, any Error>? = state.withLock { s in
-                guard s.layers[key] == nil, s.resolving[key] == nil else { return nil }
-                let t = Task { try await self.resolveUncached(ref, digest, ahead: true) }
-                s.resolving[key] = t
-                return t
-            }
-            guard let started else { continue }
+            let (_, task, isNew) = resolution(ref, digest, ahead: true)
+            guard isNew, let started = task else { continue }
             let ttl = options.manifestTTL
             Task { [self] in
                 try? await Task.sleep(for: ttl)
