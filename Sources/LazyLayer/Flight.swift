@@ -12,6 +12,9 @@ final class Flight: Sendable {
     }
     private let state = Mutex(State())
 
+    /// Readers waiting for the flight now.
+    var waiterCount: Int { state.withLock { $0.waiters.count } }
+
     /// Completes the flight and wakes every waiter.
     func finish(_ r: Result<Value, any Error>) {
         let waiters = state.withLock { s in

@@ -396,6 +396,12 @@ public final class LazyLayer: FileSystem {
             let extra = neighbours(of: missing)
             let wanted = extra.isEmpty ? missing : missing + extra
             for (k, v) in try await fetch(wanted, intoMemory: true, optional: Set(extra.map(Self.key))) { have[k] = v }
+            // A chunk this read found in flight as another read's optional sibling is left out of that flight's
+            // result if it failed verification there; fetch it for this read, where it gets its second try.
+            let lacking = missing.filter { have[Self.key($0)] == nil }
+            if !lacking.isEmpty {
+                for (k, v) in try await fetch(lacking, intoMemory: true) { have[k] = v }
+            }
         }
         guard let out = assemble(p.chunks, { have[Self.key($0)] }, start: p.start, end: p.end) else {
             throw FUSEError(EIO, "\(source.name): chunks of node \(node) went missing")

@@ -111,6 +111,33 @@ struct SchedulingTests {
         }
     }
 
+    @Test("a read that joined another read's sibling request, where its chunk failed verification, fetches it again itself")
+    func joinedSiblingFailed() async throws {
+        try await withTemporaryDirectory("read-around-joined") { dir in
+            let (blob, files) = try smallFilesLayer(dir)
+            let reader = try EStargzReader(blob: MemoryBlob(blob))
+            let id = try #require(reader.lookup("mods/m11.py"))
+            let sibling = try #require(reader.chunks(of: id).first)
+            let source = HeldSource(blob, corruptingAt: Int64(sibling.compressedOffset) + 40)
+            let layer = try await LazyLayer.open(
+                source, options: LazyLayerOptions(prefetch: false, backgroundFetch: false, readAround: 64 << 10))
+            source.hold()
+            // Reader A asks for m10; its request also carries m11 as an optional sibling, and is held.
+            let a = Task { try await readFile(layer, "mods/m10.py") }
+            for _ in 0..<1_000_000 where source.heldReads == 0 { await Task.yield() }
+            #expect(source.heldReads == 1)
+            let flight = try #require(layer.flights.withLock { $0[LazyLayer.key(sibling)] })
+            // Reader B asks for m11 and joins A's request.
+            let b = Task { try await readFile(layer, "mods/m11.py") }
+            for _ in 0..<1_000_000 where flight.waiterCount < 2 { await Task.yield() }
+            #expect(flight.waiterCount == 2)
+            source.release()  // the held request comes back with m11 corrupted
+            #expect(try await a.value == files["mods/m10.py"])
+            #expect(try await b.value == files["mods/m11.py"], "B fetched m11 again and got the right bytes")
+            #expect(layer.fetchStatistics.verificationFailures == 1)
+        }
+    }
+
     @Test("background fetching waits while reads run, then for the silence after them; slots bound it")
     func scheduler() async throws {
         func settle(_ s: FetchScheduler, waiting n: Int) async {
@@ -191,6 +218,65 @@ struct SchedulingTests {
             }
             #expect(latency.first?.message.hasSuffix("; prefetch_size=\(end) bytes") == true)
             #expect(layer.fetchStatistics.fullyLocal)
+        }
+    }
+}
+
+/// A blob in memory whose reads can be held until released; the first read held is served with one byte flipped.
+private final class HeldSource: BlobSource, Sendable {
+    private struct State {
+        var holding = false
+        var held: [CheckedContinuation<Void, Never>] = []
+        var corruptNext = false
+    }
+    private let state = Mutex(State())
+    let bytes: [UInt8]
+    let corruptAt: Int64
+    var size: Int64 { Int64(bytes.count) }
+    var name: String { "held@sha256:feed" }
+
+    init(_ bytes: [UInt8], corruptingAt offset: Int64) {
+        self.bytes = bytes
+        corruptAt = offset
+    }
+
+    func hold() {
+        state.withLock { s in
+            s.holding = true
+            s.corruptNext = true
+        }
+    }
+
+    func release() {
+        let waiting = state.withLock { s in
+            s.holding = false
+            defer { s.held = [] }
+            return s.held
+        }
+        for c in waiting { c.resume() }
+    }
+
+    var heldReads: Int { state.withLock { $0.held.count } }
+
+    func read(_ ranges: [Range<Int64>]) async throws -> [[UInt8]] {
+        await withCheckedContinuation { (c: CheckedContinuation<Void, Never>) in
+            let go = state.withLock { s in
+                if s.holding {
+                    s.held.append(c)
+                    return false
+                }
+                return true
+            }
+            if go { c.resume() }
+        }
+        let first = state.withLock { s in
+            defer { s.corruptNext = false }
+            return s.corruptNext
+        }
+        return ranges.map { r in
+            var out = Array(bytes[Int(r.lowerBound)..<Int(r.upperBound)])
+            if first, r.contains(corruptAt) { out[Int(corruptAt - r.lowerBound)] ^= 0x55 }
+            return out
         }
     }
 }
