@@ -14,6 +14,19 @@ struct ImageCommand: AsyncParsableCommand {
         subcommands: [ImageConvertCommand.self, ImageInspectCommand.self])
 }
 
+/// `--platform`, shared by the commands that pick one platform of an image index.
+struct PlatformOption: ParsableArguments {
+    @Option(help: "The platform (os/arch[/variant]); default: this machine's.")
+    var platform: String?
+
+    func validate() throws {
+        if let p = platform, Platform(parsing: p) == nil { throw ValidationError("--platform \"\(p)\" is not os/arch[/variant]") }
+    }
+
+    /// The platform asked for, or this machine's.
+    var value: Platform { platform.flatMap(Platform.init(parsing:)) ?? .current }
+}
+
 /// Options shared by the commands that talk to registries.
 struct RegistryOptions: ParsableArguments {
     @Option(name: .customLong("insecure-registry"), help: "A registry (host[:port]) reached over plain HTTP. Repeatable.")
@@ -65,8 +78,7 @@ struct ImageConvertCommand: AsyncParsableCommand {
     @Argument(help: "The destination image: a reference or an OCI layout oci:DIR[:TAG].")
     var destination: String
 
-    @Option(help: "The platform to convert (os/arch[/variant]); default: this machine's.")
-    var platform: String?
+    @OptionGroup var platform: PlatformOption
 
     @Flag(help: "Convert every platform of an index and push a new index.")
     var allPlatforms = false
@@ -76,14 +88,13 @@ struct ImageConvertCommand: AsyncParsableCommand {
     @OptionGroup var registry: RegistryOptions
 
     func validate() throws {
-        if platform != nil && allPlatforms { throw ValidationError("--platform and --all-platforms exclude each other") }
-        if let p = platform, Platform(parsing: p) == nil { throw ValidationError("--platform \"\(p)\" is not os/arch[/variant]") }
+        if platform.platform != nil && allPlatforms { throw ValidationError("--platform and --all-platforms exclude each other") }
     }
 
     func run() async throws {
         let writer = try layer.writerOptions()
         let options = ImageConvertOptions(
-            writer: writer, platform: platform.flatMap(Platform.init(parsing:)) ?? .current, allPlatforms: allPlatforms)
+            writer: writer, platform: platform.value, allPlatforms: allPlatforms)
         let board = Terminal.isTTY(2) ? LayerBoard(fd: 2) : nil
         try await withRegistryClient(registry) { client in
             let src = try imageSource(source, client)
@@ -176,14 +187,13 @@ struct ImageInspectCommand: AsyncParsableCommand {
     @Argument(help: "The image reference.")
     var reference: String
 
-    @Option(help: "The platform (os/arch[/variant]); default: this machine's.")
-    var platform: String?
+    @OptionGroup var platform: PlatformOption
 
     @OptionGroup var registry: RegistryOptions
 
     func run() async throws {
         let ref = try parseReference(reference)
-        let platform = platform.flatMap(Platform.init(parsing:)) ?? .current
+        let platform = platform.value
         try await withRegistryClient(registry) { client in
             let image = try await client.resolve(ref, platform: platform)
             print("reference: \(ref)")

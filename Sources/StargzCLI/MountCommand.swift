@@ -31,8 +31,7 @@ struct MountCommand: AsyncParsableCommand {
     @Argument(help: "The mount directory.")
     var directory: String?
 
-    @Option(help: "The platform (os/arch[/variant]); default: this machine's.")
-    var platform: String?
+    @OptionGroup var platform: PlatformOption
 
     @Flag(help: "Do not fetch what lies before the prefetch landmark at mount.")
     var noPrefetch = false
@@ -61,7 +60,7 @@ struct MountCommand: AsyncParsableCommand {
         let options = LazyLayerOptions(
             memoryCacheBytes: memoryCacheMiB << 20, diskCache: try reportingErrors { try DiskChunkCache(directory: cache) },
             prefetch: !noPrefetch, backgroundFetch: !noBackgroundFetch)
-        let platform = platform.flatMap(Platform.init(parsing:)) ?? .current
+        let platform = platform.value
         try await withRegistryClient(registry) { client in
             let image = try await client.resolve(ref, platform: platform)
             var targets: [(Descriptor, String)] = []

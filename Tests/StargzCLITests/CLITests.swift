@@ -101,6 +101,11 @@ struct CLITests {
         #expect(await stargz(["convert", tar, path("out"), "--zstd-chunked", "--compression-level", "0"]).code == 64)
         #expect(await stargz(["verify", path("junk"), "--toc-digest", "nope"]).code == 64)
         #expect(await stargz(["no-such-command"]).code == 64)
+        // A platform that does not parse is a usage error for every command that takes one, not this machine's.
+        for cmd in [["image", "inspect", "127.0.0.1:1/x:1"], ["image", "convert", "127.0.0.1:1/x:1", "127.0.0.1:1/y:1"],
+                    ["mount", "127.0.0.1:1/x:1", path("mnt")]] {
+            #expect(await stargz(cmd + ["--platform", "linux"]).code == 64, "\(cmd[0])")
+        }
     }
 
     @Test("the demo runs on its embedded sample and says OK")
