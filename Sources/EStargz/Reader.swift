@@ -77,7 +77,9 @@ public final class EStargzReader: Sendable {
         self.footer = footer
         payloadEnd = footer.format == .zstdChunked ? footer.tocOffset - 8 : footer.tocOffset
         let json = try Self.loadTOCJSON(blob, footer, limits: options.limits)
-        toc = try TOC.parse(json: json, payloadEnd: payloadEnd, blobSize: size, limits: options.limits)
+        toc = try TOC.parse(
+            json: json, payloadEnd: payloadEnd, blobSize: size, limits: options.limits,
+            maxRatio: footer.format == .zstdChunked ? CompressionRatio.zstd : CompressionRatio.gzip)
         if let want = options.expectedTOCDigest, want != toc.digest {
             throw EStargzError(.tocDigestMismatch, "invalid TOC JSON \"\(toc.digest)\"; want \"\(want)\"")
         }
@@ -85,6 +87,14 @@ public final class EStargzReader: Sendable {
 
     /// Reads the TOC region the footer points at and decompresses it (bounded by the limits).
     static func loadTOCJSON(_ blob: any RandomAccessBlob, _ footer: Footer, limits: TOCLimits) throws -> [UInt8] {
+        // The compressed TOC is read whole: bound it by the largest TOC (plus tar headers and what deflate adds
+        // to incompressible data) before it sizes the read.
+        let mostCompressed = limits.maxTOCSize + limits.maxTOCSize / 128 + (64 << 10)
+        guard footer.tocCompressedSize <= mostCompressed else {
+            throw EStargzError(
+                .tocTooLarge,
+                "the TOC region at offset \(footer.tocOffset) is \(footer.tocCompressedSize) bytes, over the limit of \(mostCompressed)")
+        }
         let json: [UInt8]
         switch footer.format {
         case .estargz, .legacyStargz:
@@ -339,10 +349,11 @@ public final class EStargzReader: Sendable {
             throw EStargzError(.invalidArgument, "\"\(toc.path(node))\" is a \(r.type), not a regular file")
         }
         guard offset >= 0, length >= 0 else { throw EStargzError(.invalidArgument, "negative offset or length") }
-        let end = min(r.size, offset + Int64(length))
+        let (want, overflow) = offset.addingReportingOverflow(Int64(length))
+        let end = overflow ? r.size : min(r.size, want)
         guard offset < end else { return [] }
         var out: [UInt8] = []
-        out.reserveCapacity(Int(end - offset))
+        out.reserveCapacity(Int(min(end - offset, 16 << 20)))  // the TOC's size is a claim until the chunks are read
         // The chunk map is built once; the chunks tile the file (checked at parse), so the ones after the
         // first follow in order.
         let cs = chunks(of: node)

@@ -10,29 +10,38 @@ extension TOC {
     ///     `offset` must be below it.
     ///   - blobSize: the blob size, used for `nextOffset` of the last payloads.
     ///   - limits: protection against hostile TOCs.
+    ///   - maxRatio: the most one compressed byte can inflate to (``CompressionRatio``): no chunk may claim
+    ///     more bytes than its compressed span can hold.
     /// - Throws: `EStargzError` with `.invalidTOC`, `.invalidEntry`, `.unsafePath`, `.duplicateEntry` or
     ///   `.offsetOutOfRange`, naming the entry.
     public static func parse(
-        json: UnsafeRawBufferPointer, payloadEnd: Int64, blobSize: Int64, limits: TOCLimits = TOCLimits()
+        json: UnsafeRawBufferPointer, payloadEnd: Int64, blobSize: Int64, limits: TOCLimits = TOCLimits(),
+        maxRatio: Int64 = CompressionRatio.zstd
     ) throws(EStargzError) -> TOC {
-        guard Int64(json.count) <= limits.maxTOCSize else {
-            throw EStargzError(.tocTooLarge, "TOC JSON of \(json.count) bytes exceeds the limit of \(limits.maxTOCSize)")
+        let most = min(limits.maxTOCSize, Int64(UInt32.max))  // names are kept at 32-bit offsets
+        guard Int64(json.count) <= most else {
+            throw EStargzError(.tocTooLarge, "TOC JSON of \(json.count) bytes exceeds the limit of \(most)")
         }
         var toc = TOC(digest: Digest.sha256(of: json))
         var parser = TOCParser(json: json, limits: limits)
         try parser.parseTop(into: &toc)
-        try toc.buildIndex(payloadEnd: payloadEnd, blobSize: blobSize)
+        // Implicit directories copy their names into the arena: a few deep names could make it grow with the
+        // square of their depth, so it is bounded by the JSON that asked for it (and by its 32-bit offsets).
+        let arenaLimit = Int(min(Int64(json.count) * 8 + (1 << 20), Int64(UInt32.max)))
+        try toc.buildIndex(
+            payloadEnd: payloadEnd, blobSize: blobSize, limits: limits, maxRatio: maxRatio, arenaLimit: arenaLimit)
         toc.shrinkToFit()
         return toc
     }
 
     /// Parses TOC JSON held in an array.
     public static func parse(
-        json: [UInt8], payloadEnd: Int64, blobSize: Int64, limits: TOCLimits = TOCLimits()
+        json: [UInt8], payloadEnd: Int64, blobSize: Int64, limits: TOCLimits = TOCLimits(),
+        maxRatio: Int64 = CompressionRatio.zstd
     ) throws(EStargzError) -> TOC {
         do {
             return try json.withUnsafeBytes { b in
-                try parse(json: b, payloadEnd: payloadEnd, blobSize: blobSize, limits: limits)
+                try parse(json: b, payloadEnd: payloadEnd, blobSize: blobSize, limits: limits, maxRatio: maxRatio)
             }
         } catch let e as EStargzError {
             throw e
@@ -108,9 +117,9 @@ private struct TOCParser: ~Copyable {
         return v
     }
 
-    private func uint32(_ v: Int64, _ field: String, _ name: String) throws(EStargzError) -> UInt32 {
-        guard v >= 0, v <= Int64(UInt32.max) else {
-            throw EStargzError(.invalidEntry, "TOC entry \"\(name)\": \(field) \(v) is out of range")
+    private func uint32(_ v: Int64, _ field: String, _ name: String, max: Int64) throws(EStargzError) -> UInt32 {
+        guard v >= 0, v <= max else {
+            throw EStargzError(.invalidEntry, "TOC entry \"\(name)\": \(field) \(v) is out of range [0, \(max)]")
         }
         return UInt32(v)
     }
@@ -201,13 +210,19 @@ private struct TOCParser: ~Copyable {
                 "TOC entry \"\(nameForErrors())\" at JSON byte \(entryStart) has unknown type \"\(typeName)\"")
         }
         r.type = type
-        r.mode = try uint32(mode, "mode", nameForErrors())
-        r.uid = try uint32(uid, "uid", nameForErrors())
-        r.gid = try uint32(gid, "gid", nameForErrors())
-        r.devMajor = try uint32(major, "devMajor", nameForErrors())
-        r.devMinor = try uint32(minor, "devMinor", nameForErrors())
-        if r.size < 0 || r.offset < 0 || r.innerOffset < 0 || r.chunkOffset < 0 || r.chunkSize < 0 {
-            throw EStargzError(.invalidEntry, "TOC entry \"\(nameForErrors())\" has a negative size or offset")
+        r.mode = try uint32(mode, "mode", nameForErrors(), max: KernelLimits.modeMax)
+        r.uid = try uint32(uid, "uid", nameForErrors(), max: KernelLimits.idMax)
+        r.gid = try uint32(gid, "gid", nameForErrors(), max: KernelLimits.idMax)
+        r.devMajor = try uint32(major, "devMajor", nameForErrors(), max: KernelLimits.devMajorMax)
+        r.devMinor = try uint32(minor, "devMinor", nameForErrors(), max: KernelLimits.devMinorMax)
+        for (field, v) in [("size", r.size), ("offset", r.offset), ("innerOffset", r.innerOffset),
+                           ("chunkOffset", r.chunkOffset), ("chunkSize", r.chunkSize)] where v < 0 {
+            throw EStargzError(.invalidEntry, "TOC entry \"\(nameForErrors())\": \(field) \(v) is negative")
+        }
+        if linkBuf.count > KernelLimits.pathMax {
+            throw EStargzError(
+                .invalidEntry,
+                "TOC entry \"\(nameForErrors())\": linkName of \(linkBuf.count) bytes is longer than PATH_MAX (\(KernelLimits.pathMax))")
         }
         if let x = xattrs, !x.isEmpty {
             r.xattrs = Int32(toc.xattrTable.count)
@@ -232,6 +247,9 @@ private struct TOCParser: ~Copyable {
             }
             guard PathName.clean(nameBuf, into: &cleanBuf) else {
                 throw EStargzError(.unsafePath, "TOC entry name \"\(nameForErrors())\" is invalid")
+            }
+            if let why = PathName.overLimitReason(cleanBuf) {
+                throw EStargzError(.invalidEntry, "TOC entry \"\(nameForErrors().prefix(200))\": name \(why)")
             }
             if cleanBuf == Keys.tocName {
                 throw EStargzError(.invalidEntry, "TOC lists the reserved name \(ReservedName.toc)")
@@ -269,6 +287,8 @@ private struct TOCParser: ~Copyable {
     private mutating func parseXattrs() throws(EStargzError) -> [String: [UInt8]]? {
         if try s.consumeNull() { return nil }
         var out: [String: [UInt8]] = [:]
+        var listSize = 0  // what listxattr would return: every name and its NUL
+        func entryName() -> String { String(decoding: nameBuf, as: UTF8.self) }
         try s.expect(UInt8(ascii: "{"))
         if try s.consume(UInt8(ascii: "}")) { return out }
         var k: [UInt8] = []
@@ -276,15 +296,29 @@ private struct TOCParser: ~Copyable {
             k.removeAll(keepingCapacity: true)
             try s.readString(into: &k)
             try s.expect(UInt8(ascii: ":"))
+            guard !k.isEmpty, k.count <= KernelLimits.xattrNameMax else {
+                throw EStargzError(
+                    .invalidEntry,
+                    "TOC entry \"\(entryName())\": xattr name of \(k.count) bytes is outside [1, \(KernelLimits.xattrNameMax)]")
+            }
+            listSize += k.count + 1
+            guard listSize <= KernelLimits.xattrListMax else {
+                throw EStargzError(
+                    .invalidEntry,
+                    "TOC entry \"\(entryName())\": xattr names take more than \(KernelLimits.xattrListMax) bytes")
+            }
             if try s.consumeNull() {
                 out[String(decoding: k, as: UTF8.self)] = []
                 continue
             }
             scratch.removeAll(keepingCapacity: true)
             try s.readString(into: &scratch)
-            guard let v = Base64.decode(scratch) else {
+            guard scratch.count <= (KernelLimits.xattrSizeMax + 2) / 3 * 4, let v = Base64.decode(scratch),
+                v.count <= KernelLimits.xattrSizeMax
+            else {
                 throw EStargzError(
-                    .invalidTOC, "xattr \"\(String(decoding: k, as: UTF8.self))\" value is not base64")
+                    .invalidEntry,
+                    "TOC entry \"\(entryName())\": xattr \"\(String(decoding: k, as: UTF8.self))\" value is not base64 of at most \(KernelLimits.xattrSizeMax) bytes")
             }
             out[String(decoding: k, as: UTF8.self)] = v
         } while try s.consume(UInt8(ascii: ","))
@@ -314,7 +348,9 @@ extension TOC {
 
     /// Validates chunk layout and offsets, computes nextOffset, fills owner names, and builds the
     /// name index and the directory tree.
-    mutating func buildIndex(payloadEnd: Int64, blobSize: Int64) throws(EStargzError) {
+    mutating func buildIndex(
+        payloadEnd: Int64, blobSize: Int64, limits: TOCLimits, maxRatio: Int64, arenaLimit: Int
+    ) throws(EStargzError) {
         let n = records.count
         // Chunks: defaults and layout.
         var i = 0
@@ -331,6 +367,9 @@ extension TOC {
                 records[i].chunkSize = size
                 records[i].flags.insert(.chunkSizeDefaulted)
             }
+            if size == 0 && j > i + 1 {
+                throw EStargzError(.invalidEntry, "TOC entry \"\(name)\": an empty file has chunk entries")
+            }
             var expected: Int64 = 0
             for k in i..<j {
                 if k > i && records[k].chunkSize == 0 {
@@ -343,6 +382,11 @@ extension TOC {
                     throw EStargzError(
                         .invalidEntry,
                         "TOC entry \"\(name)\": chunk at file offset \(c.chunkOffset) (size \(c.chunkSize)) does not continue at \(expected) within the file size \(size)")
+                }
+                guard c.chunkSize <= limits.maxChunkSize else {
+                    throw EStargzError(
+                        .invalidEntry,
+                        "TOC entry \"\(name)\": chunkSize \(c.chunkSize) at file offset \(c.chunkOffset) is over the limit of \(limits.maxChunkSize) bytes")
                 }
                 expected = c.chunkOffset + c.chunkSize
                 guard c.offset > 0, c.offset < payloadEnd else {
@@ -375,6 +419,27 @@ extension TOC {
                 last = records[k].offset
             }
         }
+        // What each chunk claims against what its compressed span can inflate to, and the whole against the
+        // layer's size. Sizes are at most maxChunkSize × entries here, so the sums below cannot overflow.
+        var total: Int64 = 0
+        for k in 0..<n where records[k].type == .reg || records[k].type == .chunk {
+            let c = records[k]
+            if c.type == .reg { total += c.size }
+            guard c.chunkSize > 0 else { continue }
+            let end = c.innerOffset == 0 ? min(c.nextOffset, payloadEnd) : c.nextOffset
+            let span = end - c.offset
+            let (most, unbounded) = span.multipliedReportingOverflow(by: maxRatio)
+            let (claim, overflow) = c.innerOffset.addingReportingOverflow(c.chunkSize)
+            guard span > 0, !overflow, unbounded || claim <= most + 4096 else {
+                throw EStargzError(
+                    .invalidEntry,
+                    "TOC entry \"\(path(EntryID(k)))\": chunkSize \(c.chunkSize) (innerOffset \(c.innerOffset)) at file offset \(c.chunkOffset) is more than the \(span) compressed bytes at blob offset \(c.offset) can inflate to")
+            }
+        }
+        if let most = limits.maxUncompressedSize, total > most {
+            throw EStargzError(
+                .invalidEntry, "TOC regular files hold \(total) bytes, more than the layer's uncompressed size \(most)")
+        }
         // Owner names.
         var users: [UInt32: UInt32] = [:]
         var groups: [UInt32: UInt32] = [:]
@@ -392,7 +457,7 @@ extension TOC {
                 records[k].effectiveGroupName = groups[records[k].gid] ?? 0
             }
         }
-        try buildTree()
+        try buildTree(arenaLimit: arenaLimit)
     }
 
     private mutating func insertHash(_ id: UInt32) -> UInt32? {
@@ -441,7 +506,7 @@ extension TOC {
         return id
     }
 
-    private mutating func buildTree() throws(EStargzError) {
+    private mutating func buildTree(arenaLimit: Int) throws(EStargzError) {
         let n = entryCount
         growHashIfNeeded(extra: 8)
         // 1. Name index; duplicates are refused.
@@ -498,6 +563,11 @@ extension TOC {
                         "TOC entry \"\(path(EntryID(k)))\": its parent \"\(path(EntryID(p)))\" is a \(records[Int(p)].type), not a directory")
                 }
             } else {
+                guard arena.count + parentLength <= arenaLimit else {
+                    throw EStargzError(
+                        .tocTooLarge,
+                        "TOC entry \"\(path(EntryID(k)).prefix(200))\": its implicit parent directories take more than \(arenaLimit) bytes of names")
+                }
                 p = makeImplicitDir(Array(arena[Int(ref.start)..<(Int(ref.start) + parentLength)]))
                 ensureArrays(&self)
                 links[Int(p)] = 1  // "." here; its name adds the second link when it is attached

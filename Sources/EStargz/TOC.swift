@@ -114,17 +114,65 @@ struct EntryRecord: Sendable {
 }
 
 /// Limits that protect the reader from hostile TOCs.
+///
+/// A TOC is written by the image's author, who may be the attacker: its digest only proves it is the TOC they
+/// signed. So every number in it is bounded, by these limits, by the blob (offsets, and the most a compressed
+/// span can inflate to) and by what the kernel can serve (``KernelLimits``), before it sizes an allocation, a
+/// loop or a recursion. A TOC outside them is refused with an ``EStargzError`` naming the entry and the field.
 public struct TOCLimits: Sendable, Equatable {
     /// The largest TOC JSON accepted, in bytes (default 512 MiB).
     public var maxTOCSize: Int64
     /// The most entries accepted (default 10 million).
     public var maxEntries: Int
+    /// The largest uncompressed chunk accepted (default 64 MiB; upstream writes 4 MiB chunks). A read
+    /// decompresses a whole chunk, so this bounds what one read allocates.
+    public var maxChunkSize: Int64
+    /// The most bytes all regular files may hold together: the layer's uncompressed size when it is known
+    /// (the `io.containers.estargz.uncompressed-size` annotation is the size of the tar, which holds them);
+    /// nil: bounded only by the blob.
+    public var maxUncompressedSize: Int64?
 
     /// Creates limits.
-    public init(maxTOCSize: Int64 = 512 << 20, maxEntries: Int = 10_000_000) {
+    public init(
+        maxTOCSize: Int64 = 512 << 20, maxEntries: Int = 10_000_000, maxChunkSize: Int64 = 64 << 20,
+        maxUncompressedSize: Int64? = nil
+    ) {
         self.maxTOCSize = maxTOCSize
         self.maxEntries = maxEntries
+        self.maxChunkSize = maxChunkSize
+        self.maxUncompressedSize = maxUncompressedSize
     }
+}
+
+/// What Linux can serve, and so the most a TOC field may say (larger values are refused, not clipped).
+public enum KernelLimits {
+    /// The longest path element (`NAME_MAX`).
+    public static let nameMax = 255
+    /// The longest path and the longest symlink target (`PATH_MAX`).
+    public static let pathMax = 4096
+    /// The longest extended attribute name (`XATTR_NAME_MAX`).
+    public static let xattrNameMax = 255
+    /// The largest extended attribute value (`XATTR_SIZE_MAX`).
+    public static let xattrSizeMax = 65536
+    /// The longest list of extended attribute names, NUL-terminated (`XATTR_LIST_MAX`).
+    public static let xattrListMax = 65536
+    /// The largest device major number (12 bits in the kernel's `dev_t`).
+    public static let devMajorMax: Int64 = (1 << 12) - 1
+    /// The largest device minor number (20 bits).
+    public static let devMinorMax: Int64 = (1 << 20) - 1
+    /// The largest owner or group id (4294967295 is "no id").
+    public static let idMax: Int64 = Int64(UInt32.max) - 1
+    /// The largest mode: file type bits and permissions (`S_IFMT | 07777`).
+    public static let modeMax: Int64 = 0o177777
+}
+
+/// The most a compressed span can inflate to, per byte: deflate's limit is 1032:1; zstd's is an RLE block
+/// (3 bytes of header and 1 of content for 128 KiB), 32768:1.
+public enum CompressionRatio {
+    /// gzip (deflate).
+    public static let gzip: Int64 = 1032
+    /// zstd.
+    public static let zstd: Int64 = 32768
 }
 
 /// A parsed, validated and indexed table of contents.
@@ -370,6 +418,26 @@ public enum PathName {
             i = j
         }
         return true
+    }
+
+    /// Why a clean name cannot be served (longer than `PATH_MAX`, or an element longer than `NAME_MAX`);
+    /// nil when it can. Bounding the whole name also bounds the tree's depth.
+    public static func overLimitReason(_ clean: [UInt8]) -> String? {
+        if clean.count > KernelLimits.pathMax {
+            return "of \(clean.count) bytes is longer than PATH_MAX (\(KernelLimits.pathMax))"
+        }
+        var run = 0
+        for b in clean {
+            if b == 0x2f {
+                run = 0
+            } else {
+                run += 1
+                if run > KernelLimits.nameMax {
+                    return "has an element longer than NAME_MAX (\(KernelLimits.nameMax))"
+                }
+            }
+        }
+        return nil
     }
 
     /// Whether a raw tar/TOC name is safe: not absolute, no `..` element, no NUL byte.

@@ -36,14 +36,18 @@ public struct LazyLayerOptions: Sendable {
     /// usually opens its neighbours next; each costs a round trip otherwise. Neighbours that fail
     /// verification are dropped, never an error for the read that brought them.
     public var readAround: Int64
+    /// Bounds on the TOC (the layer's author writes it): its size, entries, chunk size and the layer's size.
+    public var limits: TOCLimits
 
     /// Creates options.
     public init(
         memoryCacheBytes: Int = 64 << 20, diskCache: DiskChunkCache? = nil, prefetch: Bool = true,
         prefetchSizeWithoutLandmark: Int64 = 0, backgroundFetch: Bool = true, expectedTOCDigest: Digest? = nil,
         mergeGap: Int64 = 64 << 10, backgroundRequestSize: Int64 = 4 << 20,
-        memoryCache: MemoryChunkCache? = nil, scheduler: FetchScheduler? = nil, readAround: Int64 = 0
+        memoryCache: MemoryChunkCache? = nil, scheduler: FetchScheduler? = nil, readAround: Int64 = 0,
+        limits: TOCLimits = TOCLimits()
     ) {
+        self.limits = limits
         self.memoryCacheBytes = memoryCacheBytes
         self.diskCache = diskCache
         self.prefetch = prefetch
@@ -160,7 +164,7 @@ public final class LazyLayer: FileSystem {
         let footerBytes = Array(tail.suffix(min(tail.count, Footer.estargzSize)))
         let footer = try Footer.parse(tail: footerBytes, blobSize: size)
         if footer.tocOffset < start {
-            guard size - footer.tocOffset <= 512 << 20 else {
+            guard size - footer.tocOffset <= options.limits.maxTOCSize + options.limits.maxTOCSize / 128 + (64 << 10) else {
                 throw EStargzError(.tocTooLarge, "\(source.name): TOC of \(size - footer.tocOffset) bytes is over the limit")
             }
             let more = try await source.read([footer.tocOffset..<start])[0]
@@ -168,7 +172,8 @@ public final class LazyLayer: FileSystem {
             start = footer.tocOffset
         }
         let blob = TailBlob(size: size, start: start, bytes: tail, name: source.name)
-        let reader = try EStargzReader(blob: blob, options: ReaderOptions(expectedTOCDigest: options.expectedTOCDigest))
+        let reader = try EStargzReader(
+            blob: blob, options: ReaderOptions(expectedTOCDigest: options.expectedTOCDigest, limits: options.limits))
         return LazyLayer(reader: reader, source: source, options: options, logger: logger)
     }
 
@@ -276,17 +281,23 @@ public final class LazyLayer: FileSystem {
 
     static let opaqueXattr = "trusted.overlay.opaque"
 
+    /// Whether a TOC's xattr is shown. overlayfs reads `trusted.overlay.*` of its lower layers as its own
+    /// metadata: `redirect`, `metacopy`, `origin` and the like from an image would make a file of this layer
+    /// stand for another of the stack (with `metacopy=on`, as RHCOS's storage.conf has it). Only `opaque`, which
+    /// a whiteout could express anyway, is kept; the others are the image author's to write, not overlay's.
+    static func shown(_ name: String) -> Bool { !name.hasPrefix("trusted.overlay.") || name == opaqueXattr }
+
     public func xattr(node: UInt64, name: String) throws(FUSEError) -> [UInt8] {
         let id = try entry(node)
         if name == Self.opaqueXattr, opaqueDirectories.contains(id.rawValue) { return [UInt8(ascii: "y")] }
-        guard let v = reader.toc.xattrs(id)[name] else { throw FUSEError(ENODATA) }
+        guard Self.shown(name), let v = reader.toc.xattrs(id)[name] else { throw FUSEError(ENODATA) }
         return v
     }
 
     public func xattrNames(node: UInt64) throws(FUSEError) -> [String] {
         let id = try entry(node)
-        var names = reader.toc.xattrs(id).keys.sorted()
-        if opaqueDirectories.contains(id.rawValue) { names.append(Self.opaqueXattr) }
+        var names = reader.toc.xattrs(id).keys.filter(Self.shown).sorted()
+        if opaqueDirectories.contains(id.rawValue) && !names.contains(Self.opaqueXattr) { names.append(Self.opaqueXattr) }
         return names
     }
 
@@ -305,7 +316,8 @@ public final class LazyLayer: FileSystem {
         let a = reader.toc.attributes(id)
         guard a.type == .reg else { throw FUSEError(a.type == .dir ? EISDIR : EINVAL) }
         let start = Int64(clamping: offset)
-        let end = min(a.size, start + Int64(size))
+        let (want, overflow) = start.addingReportingOverflow(Int64(size))
+        let end = overflow ? a.size : min(a.size, want)
         guard start < end else { return ([], start, start) }
         let all = reader.chunks(of: reader.toc.resolvedNode(id))
         // Binary search the first chunk, then take while they overlap.
