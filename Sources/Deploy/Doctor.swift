@@ -69,14 +69,16 @@ public struct DoctorEnvironment: Sendable {
     func path(_ p: String) -> String { prefix + p }
 }
 
-/// Checks a node: FUSE, the binary, config.toml, the unit, the mount, storage.conf, registries.conf, disk space
-/// and kernel FUSE passthrough.
+/// Checks a node: FUSE, the binary, config.toml, the unit, the mount (and that only root can use it),
+/// storage.conf, registries.conf, disk space and kernel FUSE passthrough.
 public enum Doctor {
     /// Runs every check, in the order a broken node is best repaired.
     public static func run(_ env: DoctorEnvironment) -> [DoctorCheck] {
         let config = self.config(env)
+        let mount = self.mount(env)
         return [
-            fuse(env), binary(env), config.check, unit(env), mount(env), storageConf(env), registries(env),
+            fuse(env), binary(env), config.check, unit(env), mount.check, mountRoot(env, mount),
+            mountOptions(env, mount), storageConf(env), registries(env),
             disk(env, cacheBytes: config.cacheBytes ?? env.defaultCacheBytes), passthrough(env),
         ]
     }
@@ -151,32 +153,99 @@ public enum Doctor {
         return DoctorCheck("unit", .ok, "\(name) is active and enabled")
     }
 
-    static func mount(_ env: DoctorEnvironment) -> DoctorCheck {
+    /// The store's mount as the mount check found it: what the checks of its root and options look at.
+    struct Mount {
+        /// How the mount check came out.
+        var check: DoctorCheck
+        /// The super options (mountinfo's last field: `rw,user_id=0,group_id=0,default_permissions,allow_other`);
+        /// nil unless the mount check passed.
+        var superOptions: [String]?
+        /// The mount point's attributes, from the stat that proved it answers; nil unless the mount check passed.
+        var root: stat?
+    }
+
+    static func mount(_ env: DoctorEnvironment) -> Mount {
         let mp = env.path(env.layout.mountpoint)
         let info = (try? FileOps.read(env.path("/proc/self/mountinfo"))).flatMap { $0 }
-        guard let info else { return DoctorCheck("mount", .skipped, "\(env.path("/proc/self/mountinfo")) is not readable") }
-        var fstype: String?
+        guard let info else { return Mount(check: DoctorCheck("mount", .skipped, "\(env.path("/proc/self/mountinfo")) is not readable")) }
+        var found: (fstype: String, superOptions: [String])?
         for line in String(decoding: info.bytes, as: UTF8.self).split(separator: "\n") {
             let halves = line.components(separatedBy: " - ")
             let fields = halves[0].split(separator: " ")
             guard halves.count >= 2, fields.count >= 5, unescapeMountinfo(String(fields[4])) == mp else { continue }
-            fstype = halves[1].split(separator: " ").first.map(String.init)  // the last mount on top wins
+            // After " - ": fstype, source, super options.
+            let tail = halves[1].split(separator: " ")
+            guard let fstype = tail.first else { continue }
+            let superOptions = tail.count >= 3 ? tail[2].split(separator: ",").map(String.init) : []
+            found = (String(fstype), superOptions)  // the last mount on top wins
         }
-        guard let fstype else {
-            return DoctorCheck("mount", .failed, "nothing is mounted at \(mp)", fix: "systemctl restart \(env.layout.unitName); journalctl -u \(env.layout.unitName) -b shows why it is not mounted")
+        guard let (fstype, superOptions) = found else {
+            return Mount(check: DoctorCheck("mount", .failed, "nothing is mounted at \(mp)", fix: "systemctl restart \(env.layout.unitName); journalctl -u \(env.layout.unitName) -b shows why it is not mounted"))
         }
         guard fstype.hasPrefix("fuse") else {
-            return DoctorCheck("mount", .failed, "\(mp) is a \(fstype) mount, not the store's FUSE mount", fix: "umount \(mp) && systemctl restart \(env.layout.unitName)")
+            return Mount(check: DoctorCheck("mount", .failed, "\(mp) is a \(fstype) mount, not the store's FUSE mount", fix: "umount \(mp) && systemctl restart \(env.layout.unitName)"))
         }
         switch statWithTimeout(mp, env.statTimeout) {
-        case .some(0):
-            return DoctorCheck("mount", .ok, "\(mp) is mounted (\(fstype)) and answers")
-        case .some(let e):
+        case .answered(let st)?:
+            return Mount(check: DoctorCheck("mount", .ok, "\(mp) is mounted (\(fstype)) and answers"), superOptions: superOptions, root: st)
+        case .failed(let e)?:
             let why = e == ENOTCONN ? "transport endpoint is not connected: the store died without unmounting" : String(cString: strerror(e))
-            return DoctorCheck("mount", .failed, "\(mp): \(why)", fix: "systemctl restart \(env.layout.unitName) (it unmounts a stale mount at start)")
+            return Mount(check: DoctorCheck("mount", .failed, "\(mp): \(why)", fix: "systemctl restart \(env.layout.unitName) (it unmounts a stale mount at start)"))
         case .none:
-            return DoctorCheck("mount", .failed, "\(mp) did not answer a stat within \(env.statTimeout)", fix: "systemctl restart \(env.layout.unitName); look for blocked requests in journalctl -u \(env.layout.unitName)")
+            return Mount(check: DoctorCheck("mount", .failed, "\(mp) did not answer a stat within \(env.statTimeout)", fix: "systemctl restart \(env.layout.unitName); look for blocked requests in journalctl -u \(env.layout.unitName)"))
         }
+    }
+
+    /// What the two checks below say when the mount check did not pass: it has reported the problem already.
+    private static func skippedWithoutMount(_ name: String, _ env: DoctorEnvironment) -> DoctorCheck {
+        DoctorCheck(name, .skipped, "no answering store mount at \(env.path(env.layout.mountpoint)) to look at (see the mount check)")
+    }
+
+    /// The fix for what only the daemon decides (the root's attributes, the mount options).
+    private static func upgradeFix(_ env: DoctorEnvironment, _ what: String) -> String {
+        "install a stargz-store that \(what) (stargz deploy install --binary PATH), then systemctl restart \(env.layout.unitName)"
+    }
+
+    /// The store's namespace root must be mode 0700 and owned by root: no other account may look a layer up
+    /// (each lookup may start a registry request and takes a reference).
+    static func mountRoot(_ env: DoctorEnvironment, _ mount: Mount) -> DoctorCheck {
+        guard let st = mount.root else { return skippedWithoutMount("mount.root", env) }
+        let mp = env.path(env.layout.mountpoint)
+        let mode = st.st_mode & 0o7777
+        let found = "\(mp) is mode \(octal(mode)), owner \(st.st_uid) group \(st.st_gid)"
+        guard st.st_mode & S_IFMT == S_IFDIR, st.st_uid == 0, mode & 0o077 == 0 else {
+            var wrong: [String] = []
+            if st.st_mode & S_IFMT != S_IFDIR { wrong.append("it is not a directory") }
+            if st.st_uid != 0 { wrong.append("not owned by root") }
+            if mode & 0o077 != 0 { wrong.append("other accounts may use it") }
+            return DoctorCheck(
+                "mount.root", .failed, found + ": " + wrong.joined(separator: ", ") + " (needs 0700, owner 0)",
+                fix: upgradeFix(env, "reports its store root as 0700 root:root"))
+        }
+        return DoctorCheck("mount.root", .ok, found + ": only root can reach the layers")
+    }
+
+    private static func octal(_ mode: mode_t) -> String {
+        let digits = String(mode, radix: 8)
+        return String(repeating: "0", count: max(0, 4 - digits.count)) + digits
+    }
+
+    /// The store must mount with `default_permissions` (the kernel checks the modes, so the root's 0700 holds)
+    /// and `allow_other` (the runtime and overlayfs, not only the mounting user, may use it).
+    static func mountOptions(_ env: DoctorEnvironment, _ mount: Mount) -> DoctorCheck {
+        guard let options = mount.superOptions else { return skippedWithoutMount("mount.options", env) }
+        let mp = env.path(env.layout.mountpoint)
+        let missing = ["default_permissions", "allow_other"].filter { !options.contains($0) }
+        let shown = options.isEmpty ? "no super options" : options.joined(separator: ",")
+        guard missing.isEmpty else {
+            let why = missing.contains("default_permissions")
+                ? "without default_permissions the kernel ignores the modes and any account can look layers up"
+                : "without allow_other only the mounting user can use it"
+            return DoctorCheck(
+                "mount.options", .failed, "\(mp) is mounted without \(missing.joined(separator: ",")) (\(shown)): \(why)",
+                fix: upgradeFix(env, "mounts with allow_other,default_permissions"))
+        }
+        return DoctorCheck("mount.options", .ok, "\(mp) is mounted with \(shown): the kernel checks the modes")
     }
 
     /// Mount points in mountinfo escape blanks, tabs, newlines and backslashes as octal (`\040`).
@@ -194,14 +263,14 @@ public enum Doctor {
         return String(decoding: out, as: UTF8.self)
     }
 
-    /// errno of stat(2) on `path` (0 on success), or nil when it did not return in time. The stat runs on a
-    /// thread of its own, which a hung FUSE mount may keep.
-    static func statWithTimeout(_ path: String, _ timeout: Duration) -> Int32? {
-        let result = Mutex<Int32?>(nil)
+    /// What stat(2) on `path` returned (the attributes or the errno), or nil when it did not return in time.
+    /// The stat runs on a thread of its own, which a hung FUSE mount may keep.
+    static func statWithTimeout(_ path: String, _ timeout: Duration) -> StatOutcome? {
+        let result = Mutex<StatOutcome?>(nil)
         let done = DispatchSemaphore(value: 0)
         let t = Thread {
             var st = stat()
-            let r: Int32 = stat(path, &st) == 0 ? 0 : errno
+            let r: StatOutcome = stat(path, &st) == 0 ? .answered(st) : .failed(errno)
             result.withLock { $0 = r }
             done.signal()
         }
@@ -210,6 +279,14 @@ public enum Doctor {
         let (s, atto) = timeout.components
         _ = done.wait(timeout: .now() + .nanoseconds(Int(s) * 1_000_000_000 + Int(atto / 1_000_000_000)))
         return result.withLock { $0 }
+    }
+
+    /// What a stat(2) returned.
+    enum StatOutcome {
+        /// The attributes.
+        case answered(stat)
+        /// The errno.
+        case failed(Int32)
     }
 
     static func storageConf(_ env: DoctorEnvironment) -> DoctorCheck {

@@ -124,7 +124,9 @@ public struct StoreCommand: AsyncParsableCommand {
         let stop = SignalWaiter([SIGINT, SIGTERM])
         let fuse = FUSESession.Options(
             readers: 8, fsName: "stargzstore", subtype: "stargzstore", cacheTimeout: .seconds(1),
-            cacheNegativeLookups: false, readOnly: false, defaultPermissions: false, allowSetuid: true)
+            // The kernel checks the modes the store reports (root-only namespace, each layer's own modes);
+            // root passes them as containers/storage needs, for the `use` and rmdir notifications too.
+            cacheNegativeLookups: false, readOnly: false, defaultPermissions: true, allowSetuid: true)
         let session: FUSESession
         do {
             session = try await runBlocking { try FUSESession.mount(fs, at: mountpoint, options: fuse, logger: logger) }

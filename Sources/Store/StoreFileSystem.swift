@@ -15,10 +15,19 @@ import Synchronization
 /// Inode numbers: the root is 1; refs, layer directories, `info` and `blob` get numbers below 2^32 from a
 /// table; a layer's tree is `(layer id << 32) | node`. Resolving a layer (a LOOKUP of `diff`, `blob` or
 /// `info`) needs the network: the reader thread waits for it (at most the resolve timeout).
+///
+/// Only root reaches it: the root directory is 0700 and owned by root, and the daemon mounts with
+/// `default_permissions`, so the kernel refuses any other account a lookup before the store hears of it (no
+/// resolution, no request to a registry, no reference taken). Inside a layer the kernel checks each node's own
+/// mode, owner and group as the TOC gives them.
 public final class StoreFileSystem: FileSystem {
     let manager: LayerManager
     let logger: Logger
     let resolveTimeout: Duration
+    let rootPermissions: UInt32
+
+    /// The permissions of the namespace root: root only.
+    public static let rootOnly: UInt32 = 0o700
 
     enum Node: Hashable, Sendable {
         case ref(Reference)
@@ -34,10 +43,17 @@ public final class StoreFileSystem: FileSystem {
     private let table = Mutex(Table())
 
     /// Creates the namespace over a layer manager.
-    public init(manager: LayerManager, logger: Logger, resolveTimeout: Duration = .seconds(30)) {
+    ///
+    /// - Parameter rootPermissions: the namespace root's permission bits; the daemon always uses
+    ///   ``rootOnly``. Tests open it to others to exercise the checks inside a layer.
+    public init(
+        manager: LayerManager, logger: Logger, resolveTimeout: Duration = .seconds(30),
+        rootPermissions: UInt32 = StoreFileSystem.rootOnly
+    ) {
         self.manager = manager
         self.logger = logger
         self.resolveTimeout = resolveTimeout
+        self.rootPermissions = rootPermissions & 0o7777
     }
 
     func id(_ n: Node) -> UInt64 {
@@ -53,7 +69,8 @@ public final class StoreFileSystem: FileSystem {
 
     func node(_ id: UInt64) -> Node? { table.withLock { $0.byID[id] } }
 
-    static func dirAttributes(_ inode: UInt64) -> FileAttributes { FileAttributes(inode: inode, mode: 0o040500, linkCount: 2) }
+    /// A `<base64 ref>` or `<digest>` directory: searchable by anyone who got past the root.
+    static func dirAttributes(_ inode: UInt64) -> FileAttributes { FileAttributes(inode: inode, mode: 0o040555, linkCount: 2) }
 
     /// A resolved layer, or EAGAIN: the lookup is then run again in a task, after ``resolveAsync``.
     func resolve(_ ref: Reference, _ digest: Digest) throws(FUSEError) -> StoreLayer {
@@ -61,25 +78,78 @@ public final class StoreFileSystem: FileSystem {
         throw FUSEError(EAGAIN, "resolving")
     }
 
-    /// Resolves a layer off the reader threads; a layer the store does not serve is ENOENT ("not here").
+    /// Resolves a layer off the reader threads; a layer the store does not serve is ENOENT ("not here"), and so
+    /// is one whose resolution takes longer than the resolve timeout: the lookup stops waiting then (the
+    /// resolution goes on, shared, and files the layer for the next lookup if it succeeds).
     func resolveAsync(_ ref: Reference, _ digest: Digest) async throws -> StoreLayer {
         do {
-            return try await withThrowingTaskGroup(of: StoreLayer.self) { group in
-                group.addTask { try await self.manager.resolve(ref, digest) }
-                group.addTask {
-                    try await Task.sleep(for: self.resolveTimeout)
-                    throw FUSEError(EIO, "resolving took longer than \(self.resolveTimeout)")
-                }
-                let first = try await group.next()!
-                group.cancelAll()
-                return first
-            }
+            return try await Self.first(within: resolveTimeout) { try await self.manager.resolve(ref, digest) }
         } catch {
             let message = (error as? FUSEError)?.message ?? "\(error)"
             logger.info(
                 "layer not served; the client pulls it normally",
                 metadata: ["image.ref": "\(ref)", "layer.digest": "\(digest)", "error": "\(message)", "remote-snapshot-prepared": "false"])
             throw FUSEError(ENOENT, message)
+        }
+    }
+
+    /// The result of `operation`, or a timeout error once `limit` has passed, whichever comes first. Unlike a
+    /// task group, this does not wait for an operation that ignores cancellation (an await of a shared task's
+    /// value does): the caller is answered at the deadline and the operation is left to finish on its own.
+    static func first<T: Sendable>(
+        within limit: Duration, _ operation: @escaping @Sendable () async throws -> T
+    ) async throws -> T {
+        let race = Race<T>()
+        return try await withCheckedThrowingContinuation { (c: CheckedContinuation<T, any Error>) in
+            race.start(
+                c,
+                Task {
+                    do { race.answer(.success(try await operation())) } catch { race.answer(.failure(error)) }
+                },
+                Task {
+                    guard (try? await Task.sleep(for: limit)) != nil else { return }  // cancelled: answered
+                    race.answer(.failure(FUSEError(EIO, "resolving took longer than \(limit)")))
+                })
+        }
+    }
+
+    /// One answer to a continuation from whichever of two tasks comes first; the other is cancelled.
+    private final class Race<T: Sendable>: Sendable {
+        private struct State {
+            var continuation: CheckedContinuation<T, any Error>?
+            var early: Result<T, any Error>?
+            var tasks: [Task<Void, Never>] = []
+            var done = false
+        }
+        private let state = Mutex(State())
+
+        func start(_ c: CheckedContinuation<T, any Error>, _ a: Task<Void, Never>, _ b: Task<Void, Never>) {
+            let early = state.withLock { s -> Result<T, any Error>? in
+                s.tasks = [a, b]
+                if let e = s.early { return e }
+                s.continuation = c
+                return nil
+            }
+            if let early {
+                a.cancel()
+                b.cancel()
+                c.resume(with: early)
+            }
+        }
+
+        func answer(_ r: Result<T, any Error>) {
+            let (c, tasks) = state.withLock { s -> (CheckedContinuation<T, any Error>?, [Task<Void, Never>]) in
+                guard !s.done else { return (nil, []) }
+                s.done = true
+                guard let c = s.continuation else {
+                    s.early = r  // before start: start answers
+                    return (nil, [])
+                }
+                s.continuation = nil
+                return (c, s.tasks)
+            }
+            for t in tasks { t.cancel() }
+            c?.resume(with: r)
         }
     }
 
@@ -146,7 +216,7 @@ public final class StoreFileSystem: FileSystem {
     }
 
     public func attributes(node inode: UInt64) throws(FUSEError) -> FileAttributes {
-        if inode == 1 { return FileAttributes(inode: 1, mode: 0o040755, linkCount: 2) }
+        if inode == 1 { return FileAttributes(inode: 1, mode: 0o040000 | rootPermissions, linkCount: 2) }
         if Self.split(inode) != nil {
             let (layer, n) = try tree(inode)
             return Self.outer(layer, try layer.lazy.attributes(node: n))

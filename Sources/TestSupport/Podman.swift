@@ -37,10 +37,10 @@ public final class TestPodman: Sendable {
         try run("/usr/bin/podman", args, environment: ["CONTAINERS_STORAGE_CONF": storageConf])
     }
 
-    /// `podman run --rm` with the flags these machines need.
-    public func runContainer(_ image: String, _ command: [String] = []) throws -> String {
+    /// `podman run --rm [OPTIONS…] IMAGE [COMMAND…]` with the flags these machines need.
+    public func runContainer(_ image: String, _ command: [String] = [], options: [String] = []) throws -> String {
         try self(["run", "--rm", "--runtime", "runc", "--ulimit", "nofile=1024:1024", "--ulimit", "nproc=1024:1024",
-                  "--net=none", image] + command)
+                  "--net=none"] + options + [image] + command)
     }
 
     /// Removes the storage.

@@ -8,26 +8,28 @@ public struct TarBuilder {
     /// An empty tar.
     public init() {}
 
-    private func header(_ type: Character, _ name: String, mode: Int64) -> TarHeader {
+    private func header(_ type: Character, _ name: String, mode: Int64, owner: Int64 = 0) -> TarHeader {
         var h = TarHeader(typeflag: type.asciiValue!, name: name)
         h.mode = mode
         h.modTime = 1_700_000_000
-        h.userName = "root"
-        h.groupName = "root"
+        h.uid = owner
+        h.gid = owner
+        h.userName = owner == 0 ? "root" : "user\(owner)"
+        h.groupName = h.userName
         return h
     }
 
     /// Adds a directory.
-    public func dir(_ name: String, mode: Int64 = 0o755) -> TarBuilder {
+    public func dir(_ name: String, mode: Int64 = 0o755, owner: Int64 = 0) -> TarBuilder {
         var b = self
-        b.out += TarWriter.header(header("5", name, mode: mode))
+        b.out += TarWriter.header(header("5", name, mode: mode, owner: owner))
         return b
     }
 
-    /// Adds a regular file.
-    public func file(_ name: String, _ content: [UInt8], mode: Int64 = 0o644) -> TarBuilder {
+    /// Adds a regular file, owned by uid and gid `owner`.
+    public func file(_ name: String, _ content: [UInt8], mode: Int64 = 0o644, owner: Int64 = 0) -> TarBuilder {
         var b = self
-        var h = header("0", name, mode: mode)
+        var h = header("0", name, mode: mode, owner: owner)
         h.size = Int64(content.count)
         b.out += TarWriter.header(h) + content + [UInt8](repeating: 0, count: (512 - content.count % 512) % 512)
         return b

@@ -49,31 +49,72 @@ public enum TestImage {
     /// descriptors.
     @discardableResult
     public static func pushEStargz(_ client: RegistryClient, _ ref: Reference, blobs: [[UInt8]]) async throws -> [Descriptor] {
-        var layers: [Descriptor] = []
-        var diffIDs: [String] = []
+        var layers: [Layer] = []
         for blob in blobs {
             let reader = try EStargzReader(blob: MemoryBlob(blob))
             let (diffID, size) = try reader.computeDiffID()
+            layers.append(
+                Layer(
+                    blob: blob, diffID: diffID, zstd: reader.format == .zstdChunked,
+                    annotations: [AnnotationKey.tocDigest: reader.tocDigest.description, AnnotationKey.uncompressedSize: String(size)]))
+        }
+        return try await push(client, ref, layers: layers)
+    }
+
+    /// A layer as pushed: its blob, DiffID and descriptor annotations, taken as given (hostile layers included).
+    public struct Layer {
+        public var blob: [UInt8]
+        public var diffID: Digest
+        public var zstd: Bool
+        public var annotations: [String: String]
+
+        public init(blob: [UInt8], diffID: Digest, zstd: Bool = false, annotations: [String: String]) {
+            self.blob = blob
+            self.diffID = diffID
+            self.zstd = zstd
+            self.annotations = annotations
+        }
+
+        /// A gzip layer whose TOC (JSON bytes `toc`) is what the annotation names, and whose DiffID is the sha256
+        /// of all its members inflated, as an image author would publish it, whatever the TOC says.
+        public static func gzip(_ blob: [UInt8], toc: [UInt8]) throws -> Layer {
+            var hasher = SHA256Hasher()
+            var size = 0
+            try blob.withUnsafeBytes { b in
+                _ = try GzipDecompressor.inflateAll(b, multiMember: true, limit: 1 << 30) { piece in
+                    hasher.update(piece)
+                    size += piece.count
+                }
+            }
+            return Layer(
+                blob: blob, diffID: hasher.finalize(),
+                annotations: [AnnotationKey.tocDigest: Digest.sha256(of: toc).description, AnnotationKey.uncompressedSize: String(size)])
+        }
+    }
+
+    /// Pushes an image of `layers` as they are. Returns the layer descriptors.
+    @discardableResult
+    public static func push(_ client: RegistryClient, _ ref: Reference, layers: [Layer]) async throws -> [Descriptor] {
+        var descriptors: [Descriptor] = []
+        for l in layers {
             let d = Descriptor(
-                mediaType: reader.format == .zstdChunked ? MediaType.ociLayerZstd : MediaType.ociLayerGzip,
-                digest: Digest.sha256(of: blob), size: Int64(blob.count),
-                annotations: [AnnotationKey.tocDigest: reader.tocDigest.description, AnnotationKey.uncompressedSize: String(size)])
-            try await client.pushBlob(ref, bytes: blob, descriptor: d)
-            layers.append(d)
-            diffIDs.append(diffID.description)
+                mediaType: l.zstd ? MediaType.ociLayerZstd : MediaType.ociLayerGzip,
+                digest: Digest.sha256(of: l.blob), size: Int64(l.blob.count), annotations: l.annotations)
+            try await client.pushBlob(ref, bytes: l.blob, descriptor: d)
+            descriptors.append(d)
         }
         let config: [String: Any] = [
             "architecture": Platform.current.architecture, "os": Platform.current.os,
-            "rootfs": ["type": "layers", "diff_ids": diffIDs],
+            "rootfs": ["type": "layers", "diff_ids": layers.map(\.diffID.description)],
         ]
         let configBytes = Array(try JSONSerialization.data(withJSONObject: config, options: [.sortedKeys]))
         let cd = Descriptor(mediaType: MediaType.ociConfig, digest: Digest.sha256(of: configBytes), size: Int64(configBytes.count))
         try await client.pushBlob(ref, bytes: configBytes, descriptor: cd)
-        let manifest = Manifest(mediaType: MediaType.ociManifest, config: cd, layers: layers)
+        let manifest = Manifest(mediaType: MediaType.ociManifest, config: cd, layers: descriptors)
         let e = JSONEncoder()
         e.outputFormatting = [.sortedKeys]
         try await client.pushManifest(ref, bytes: Array(try e.encode(manifest)), mediaType: MediaType.ociManifest)
-        return layers
+        return descriptors
     }
 
     /// A tar with the given regular files (path → content), directories made for their parents.

@@ -18,11 +18,11 @@ struct DoctorTests {
         #expect(mknod(dir.path + "/dev/fuse", S_IFCHR | 0o666, dev_t((10 << 8) | 229)) == 0)
         try dir.write("/proc/filesystems", "nodev\tsysfs\nnodev\tfuse\n\text4\n")
         try dir.write("/proc/sys/kernel/osrelease", "6.12.0-55.el10.x86_64\n")
+        // The mount point stands for the store's root inode: 0700, root's (these tests run as root).
         try FileManager.default.createDirectory(atPath: dir.path + layout.mountpoint, withIntermediateDirectories: true)
-        try dir.write(
-            "/proc/self/mountinfo",
-            "22 1 8:1 / / rw,relatime - ext4 /dev/sda1 rw\n"
-                + "98 22 0:50 / \(dir.path)\(layout.mountpoint) rw,nodev,relatime - fuse.stargzstore stargzstore rw,user_id=0,group_id=0,allow_other\n")
+        #expect(chmod(dir.path + layout.mountpoint, 0o700) == 0)
+        #expect(chown(dir.path + layout.mountpoint, 0, 0) == 0)
+        try dir.write("/proc/self/mountinfo", mountinfo(dir))
         try dir.write(layout.binaryPath, "#!/bin/sh\n", mode: 0o755)
         try dir.write(layout.configPath, testConfig)
         try dir.write(layout.unitPath, try SystemdUnit.render(layout: layout))
@@ -33,6 +33,12 @@ struct DoctorTests {
         try dir.write(
             "/etc/containers/registries.conf.d/50-mirror.conf",
             "[[registry]]\nprefix = \"docker.io\"\nlocation = \"docker.io\"\n[[registry.mirror]]\nlocation = \"mirror.local\"\n")
+    }
+
+    /// mountinfo with the store mounted at the layout's mount point under `dir`, with these super options.
+    func mountinfo(_ dir: TempDir, superOptions: String = "rw,user_id=0,group_id=0,default_permissions,allow_other") -> String {
+        "22 1 8:1 / / rw,relatime - ext4 /dev/sda1 rw\n"
+            + "98 22 0:50 / \(dir.path)\(layout.mountpoint) rw,nosuid,nodev,relatime - fuse.stargzstore stargzstore \(superOptions)\n"
     }
 
     func environment(_ dir: TempDir, runner: (any CommandRunner)? = nil, minimumFree: Int64 = 0, cache: Int64 = 0) -> DoctorEnvironment {
@@ -54,11 +60,17 @@ struct DoctorTests {
         var env = environment(dir, runner: healthy)
         env.validateConfig = { _ in [] }
         let checks = Doctor.run(env)
-        #expect(checks.map(\.name) == ["fuse", "binary", "config.toml", "unit", "mount", "storage.conf", "registries.conf", "disk", "passthrough"])
+        #expect(
+            checks.map(\.name) == [
+                "fuse", "binary", "config.toml", "unit", "mount", "mount.root", "mount.options", "storage.conf",
+                "registries.conf", "disk", "passthrough",
+            ])
         for c in checks { #expect(c.status == .ok, "\(c.name): \(c.detail)") }
         let registries = try check(checks, "registries.conf")
         #expect(registries.detail.contains("registry.local:5000") && registries.detail.contains("docker.io → mirror.local"))
         #expect(try check(checks, "fuse").detail.contains("(10,229)"))
+        #expect(try check(checks, "mount.root").detail.contains("mode 0700, owner 0 group 0"))
+        #expect(try check(checks, "mount.options").detail.contains("default_permissions,allow_other"))
     }
 
     @Test(
@@ -73,6 +85,13 @@ struct DoctorTests {
             ("unit-disabled", .warning, "disabled"),
             ("mount", .failed, "nothing is mounted"),
             ("mount-other", .failed, "tmpfs"),
+            ("mount-gone", .failed, "No such file or directory"),
+            ("mount.root", .failed, "mode 0755"),
+            ("mount.root-owner", .failed, "owner 1000 group 1000"),
+            ("mount.root-group", .failed, "mode 0750"),
+            ("mount.options", .failed, "without default_permissions"),
+            ("mount.options-allowother", .failed, "without allow_other"),
+            ("mount.options-none", .failed, "without default_permissions,allow_other"),
             ("storage.conf", .failed, "does not list"),
             ("storage.conf-noref", .failed, "without \":ref\""),
             ("storage.conf-driver", .failed, "vfs"),
@@ -108,6 +127,14 @@ struct DoctorTests {
         case "mount": try dir.write("/proc/self/mountinfo", "22 1 8:1 / / rw - ext4 /dev/sda1 rw\n")
         case "mount-other":
             try dir.write("/proc/self/mountinfo", "22 1 8:1 / / rw - ext4 /dev/sda1 rw\n99 22 0:9 / \(dir.path)\(layout.mountpoint) rw - tmpfs tmpfs rw\n")
+        case "mount-gone": try FileManager.default.removeItem(atPath: dir.path + layout.mountpoint)
+        case "mount.root": #expect(chmod(dir.path + layout.mountpoint, 0o755) == 0)
+        case "mount.root-owner": #expect(chown(dir.path + layout.mountpoint, 1000, 1000) == 0)
+        case "mount.root-group": #expect(chmod(dir.path + layout.mountpoint, 0o750) == 0)
+        case "mount.options": try dir.write("/proc/self/mountinfo", mountinfo(dir, superOptions: "rw,user_id=0,group_id=0,allow_other"))
+        case "mount.options-allowother":
+            try dir.write("/proc/self/mountinfo", mountinfo(dir, superOptions: "rw,user_id=0,group_id=0,default_permissions"))
+        case "mount.options-none": try dir.write("/proc/self/mountinfo", mountinfo(dir, superOptions: "rw,user_id=0,group_id=0"))
         case "storage.conf": try dir.write(conf, nodeStorageConf)
         case "storage.conf-noref": try dir.write(conf, "[storage]\ndriver = \"overlay\"\n[storage.options]\nadditionallayerstores = [\"/var/lib/stargz-store/store\"]\n")
         case "storage.conf-driver": try dir.write(conf, "[storage]\ndriver = \"vfs\"\n[storage.options]\nadditionallayerstores = [\"/var/lib/stargz-store/store:ref\"]\n")
@@ -125,8 +152,13 @@ struct DoctorTests {
         #expect(c.status == status, "\(c.detail)")
         #expect(c.detail.contains(mention), "\(c.detail)")
         #expect(c.fix?.isEmpty == false)
-        // The other checks are unaffected.
-        for other in checks where other.name != c.name { #expect(other.status == .ok, "\(other.name): \(other.detail)") }
+        // The other checks are unaffected; without a mount, its root and options are not looked at (the mount
+        // check has said what is wrong).
+        let dependents: Set = ["mount.root", "mount.options"]
+        for other in checks where other.name != c.name {
+            let expected: DoctorCheck.Status = name == "mount" && dependents.contains(other.name) ? .skipped : .ok
+            #expect(other.status == expected, "\(other.name): \(other.detail)")
+        }
     }
 
     @Test("the store's config parser is consulted, and its disk_cache_mib sets the cache bound")
@@ -146,8 +178,16 @@ struct DoctorTests {
     @Test("mountinfo escapes are undone; a stat's outcome comes back as its errno")
     func mountInfoUnescape() {
         #expect(Doctor.unescapeMountinfo("/var/lib/my\\040store") == "/var/lib/my store")
-        #expect(Doctor.statWithTimeout("/", .seconds(5)) == 0)
-        #expect(Doctor.statWithTimeout("/nonexistent-\(UUID().uuidString)", .seconds(5)) == ENOENT)
+        guard case .answered(let st)? = Doctor.statWithTimeout("/", .seconds(5)) else {
+            Issue.record("stat / did not answer")
+            return
+        }
+        #expect(st.st_mode & S_IFMT == S_IFDIR)
+        guard case .failed(let e)? = Doctor.statWithTimeout("/nonexistent-\(UUID().uuidString)", .seconds(5)) else {
+            Issue.record("stat of a missing path did not fail")
+            return
+        }
+        #expect(e == ENOENT)
     }
 
     @Test("stargz doctor --prefix exits 1 when a check fails and 0 when none does")
@@ -164,5 +204,17 @@ struct DoctorTests {
         let conf = try #require(checks.first { $0["name"] as? String == "storage.conf" })
         #expect(conf["status"] as? String == "failed")
         #expect((conf["fix"] as? String)?.hasPrefix("stargz deploy storage-conf") == true)
+        // The permission checks come out in the same shape as the others.
+        try dir.write("/proc/self/mountinfo", mountinfo(dir, superOptions: "rw,user_id=0,group_id=0,allow_other"))
+        let r2 = try stargz(["doctor", "--prefix", dir.path, "--json"])
+        #expect(r2.status == 1)
+        let checks2 = try #require(try JSONSerialization.jsonObject(with: Data(r2.out.utf8)) as? [[String: Any]])
+        let root = try #require(checks2.first { $0["name"] as? String == "mount.root" })
+        #expect(root["status"] as? String == "ok")
+        #expect((root["detail"] as? String)?.contains("0700") == true)
+        let options = try #require(checks2.first { $0["name"] as? String == "mount.options" })
+        #expect(options["status"] as? String == "failed")
+        #expect(Set(options.keys) == ["name", "status", "detail", "fix"])
+        #expect((options["fix"] as? String)?.contains("allow_other,default_permissions") == true)
     }
 }
