@@ -23,7 +23,7 @@ public struct MemoryBlob: RandomAccessBlob {
     public init(_ bytes: [UInt8]) { self.bytes = bytes }
     public var size: Int64 { Int64(bytes.count) }
     public func read(at offset: Int64, length: Int) throws -> [UInt8] {
-        guard offset >= 0, length >= 0, offset + Int64(length) <= size else {
+        guard offset >= 0, length >= 0, offset <= size, Int64(length) <= size - offset else {
             throw EStargzError(
                 .truncatedBlob, "read of \(length) bytes at offset \(offset) is outside the \(size)-byte blob")
         }
@@ -63,7 +63,7 @@ public final class FileBlob: RandomAccessBlob {
 
 
     public func read(at offset: Int64, length: Int) throws -> [UInt8] {
-        guard offset >= 0, length >= 0, offset + Int64(length) <= size else {
+        guard offset >= 0, length >= 0, offset <= size, Int64(length) <= size - offset else {
             throw EStargzError(
                 .truncatedBlob, "read of \(length) bytes at offset \(offset) is outside the \(size)-byte blob \(path)")
         }

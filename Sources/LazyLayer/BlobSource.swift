@@ -43,7 +43,7 @@ struct TailBlob: RandomAccessBlob {
     let name: String
 
     func read(at offset: Int64, length: Int) throws -> [UInt8] {
-        guard offset >= start, offset + Int64(length) <= size else {
+        guard offset >= start, length >= 0, offset <= size, Int64(length) <= size - offset else {
             throw EStargzError(.invalidArgument, "\(name): bytes [\(offset), +\(length)) are not in the fetched tail")
         }
         let from = Int(offset - start)
