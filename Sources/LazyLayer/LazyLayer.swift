@@ -38,6 +38,12 @@ public struct LazyLayerOptions: Sendable {
     public var readAround: Int64
     /// Bounds on the TOC (the layer's author writes it): its size, entries, chunk size and the layer's size.
     public var limits: TOCLimits
+    /// What chunk decompression may hold at once, shared with other layers (nil: the layer's own, of
+    /// ``defaultDecompressionBudget`` bytes).
+    public var decompressionBudget: MemoryBudget?
+
+    /// The decompression budget of a layer or store that sets none: four of the largest chunks.
+    public static let defaultDecompressionBudget = 256 << 20
 
     /// Creates options.
     public init(
@@ -45,9 +51,10 @@ public struct LazyLayerOptions: Sendable {
         prefetchSizeWithoutLandmark: Int64 = 0, backgroundFetch: Bool = true, expectedTOCDigest: Digest? = nil,
         mergeGap: Int64 = 64 << 10, backgroundRequestSize: Int64 = 4 << 20,
         memoryCache: MemoryChunkCache? = nil, scheduler: FetchScheduler? = nil, readAround: Int64 = 0,
-        limits: TOCLimits = TOCLimits()
+        limits: TOCLimits = TOCLimits(), decompressionBudget: MemoryBudget? = nil
     ) {
         self.limits = limits
+        self.decompressionBudget = decompressionBudget
         self.memoryCacheBytes = memoryCacheBytes
         self.diskCache = diskCache
         self.prefetch = prefetch
@@ -100,6 +107,7 @@ public final class LazyLayer: FileSystem {
     /// This layer's number in the (possibly shared) memory cache.
     let owner: UInt64
     let scheduler: FetchScheduler
+    let budget: MemoryBudget
     let background = Mutex<Task<Void, Never>?>(nil)
     /// Nodes that are `.wh.NAME` whiteouts (shown as `NAME`), and directories holding an opaque marker.
     let whiteouts: Set<UInt32>
@@ -118,6 +126,7 @@ public final class LazyLayer: FileSystem {
         memory = options.memoryCache ?? MemoryChunkCache(capacity: options.memoryCacheBytes)
         owner = memory.newOwner()
         scheduler = options.scheduler ?? FetchScheduler(silence: .zero, backgroundSlots: 1)
+        budget = options.decompressionBudget ?? MemoryBudget(capacity: LazyLayerOptions.defaultDecompressionBudget)
         var wh = Set<UInt32>(), opq = Set<UInt32>(), hid = Set<UInt32>()
         var total: Int64 = 0
         let toc = reader.toc
@@ -523,6 +532,10 @@ public final class LazyLayer: FileSystem {
             s.requests += rs.count > 1 ? 1 : rs.count
             s.bytesFetched += rs.reduce(0) { $0 + Int64($1.count) }
         }
+        // The group's chunks are held until it returns: their claimed sizes come out of the shared budget.
+        let claim = chunks.reduce(0) { $0 + Int($1.size) }
+        await budget.acquire(claim)
+        defer { budget.release(claim) }
         var out: [ChunkKey: [UInt8]] = [:]
         for c in chunks {
             guard let ri = rs.firstIndex(where: { $0.lowerBound <= c.compressedOffset && c.compressedEnd <= $0.upperBound }) else {

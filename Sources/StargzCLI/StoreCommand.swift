@@ -105,7 +105,9 @@ public struct StoreCommand: AsyncParsableCommand {
             // background fetching waits for 5 s of quiet after the last read and uses max_concurrency requests.
             memoryCache: MemoryChunkCache(capacity: Int(conf.memoryCacheMiB) << 20),
             scheduler: FetchScheduler(silence: .seconds(5), backgroundSlots: Int(conf.maxConcurrency)),
-            readAround: 64 << 10)
+            readAround: 64 << 10,
+            // However many reads and layers: chunk decompression holds at most this much at once.
+            decompressionBudget: MemoryBudget(capacity: LazyLayerOptions.defaultDecompressionBudget))
         let manager = LayerManager(
             client: client,
             options: LayerManagerOptions(layer: layerOptions, manifestTTL: .seconds(conf.resolveResultEntryTTLSeconds)),
