@@ -100,6 +100,9 @@ public final class LayerManager: Sendable {
 
     static func key(_ ref: Reference, _ digest: Digest) -> String { "\(ref)/\(digest)" }
 
+    /// The most layers of an image resolved ahead of the client's asking.
+    static let maxLayersAhead = 32
+
     /// A layer already resolved, if any.
     public func layer(_ ref: Reference, _ digest: Digest) -> StoreLayer? {
         state.withLock { $0.layers[Self.key(ref, digest)] }
@@ -220,8 +223,13 @@ public final class LayerManager: Sendable {
     /// their footers and TOCs then come in parallel with this one's instead of a round trip each, later. They
     /// are filed under the key the client uses (layer or TOC digest, like this lookup) and start no background
     /// work until the client asks for them; one the client never asks for is dropped after the manifest TTL.
+    ///
+    /// At most ``maxLayersAhead`` layers are resolved ahead: the manifest is the image author's, and each TOC
+    /// costs a request and memory (Linux overlayfs stacks some 500 layers at most; real images have tens).
     private func resolveAhead(_ ref: Reference, _ image: ResolvedImage, after index: Int, byTOC: Bool) {
-        for (i, other) in image.decoded.layers.enumerated() where i != index {
+        let all = image.decoded.layers
+        let order = Array(all.indices.dropFirst(index + 1)) + Array(all.indices.prefix(index))  // the next ones first
+        for other in order.prefix(Self.maxLayersAhead).map({ all[$0] }) {
             guard let toc = other.annotations?[AnnotationKey.tocDigest].flatMap(Digest.init) else { continue }
             let digest = byTOC ? toc : other.digest
             let key = Self.key(ref, digest)
