@@ -24,6 +24,8 @@ let package = Package(
         .library(name: "LazyLayer", targets: ["LazyLayer"]),
         .library(name: "Store", targets: ["Store"]),
         .library(name: "Deploy", targets: ["Deploy"]),
+        // Drives a lazy layer as the daemon would, with invariants: for the fuzzer (Fuzz/) and its replay in tests.
+        .library(name: "FuzzDriver", targets: ["FuzzDriver"]),
         // Starts real registries and tools for tests and benchmarks; not for products.
         .library(name: "TestSupport", targets: ["TestSupport"]),
     ],
@@ -91,6 +93,10 @@ let package = Package(
             swiftSettings: swiftSettings),
         .target(name: "Deploy", dependencies: ["TOML"], swiftSettings: swiftSettings),
         .target(
+            name: "FuzzDriver",
+            dependencies: ["EStargz", "LazyLayer", "FUSE", .product(name: "Logging", package: "swift-log")],
+            swiftSettings: swiftSettings),
+        .target(
             name: "TestSupport",
             dependencies: ["OCI", "EStargz", "Registry", "Compression"],
             swiftSettings: swiftSettings),
@@ -113,7 +119,9 @@ let package = Package(
             name: "LazyLayerTests",
             dependencies: [
                 "LazyLayer", "FUSE", "CLinuxFUSE", "CLinuxSys", "Store", "Registry", "EStargz", "OCI", "TestSupport", "Convert",
+                "FuzzDriver",
             ],
+            exclude: ["Fuzz"],  // fuzzer reproducers, read by FuzzRegressionTests from the source tree
             swiftSettings: swiftSettings),
         .testTarget(name: "ConfigTests", dependencies: ["TOML", "Registry", "Store"], swiftSettings: swiftSettings),
         .testTarget(

@@ -276,7 +276,7 @@ public final class LazyLayer: FileSystem {
 
     public func entries(directory: UInt64) throws(FUSEError) -> [DirectoryEntry] {
         let id = try entry(directory)
-        guard reader.toc.attributes(id).type == .dir else { throw FUSEError(ENOTDIR) }
+        guard reader.toc.attributes(id).type == .dir, !whiteouts.contains(id.rawValue) else { throw FUSEError(ENOTDIR) }
         var out: [DirectoryEntry] = []
         for (name, child) in reader.toc.childNodes(of: id) where !hidden.contains(child.rawValue) {
             if whiteouts.contains(child.rawValue) {
@@ -312,6 +312,9 @@ public final class LazyLayer: FileSystem {
 
     public func open(node: UInt64, flags: UInt32) throws(FUSEError) {
         let id = try entry(node)
+        // A whiteout is shown as a 0/0 character device whatever its TOC entry is (a `.wh.` directory too): it
+        // opens as a device with no driver would, the kernel never asks us for it.
+        if whiteouts.contains(id.rawValue) { throw FUSEError(ENXIO) }
         if reader.toc.attributes(id).type == .dir { throw FUSEError(EISDIR) }
     }
 
@@ -323,7 +326,9 @@ public final class LazyLayer: FileSystem {
     func plan(_ node: UInt64, offset: UInt64, size: Int) throws(FUSEError) -> (chunks: [Chunk], start: Int64, end: Int64) {
         let id = try entry(node)
         let a = reader.toc.attributes(id)
-        guard a.type == .reg else { throw FUSEError(a.type == .dir ? EISDIR : EINVAL) }
+        guard a.type == .reg, !whiteouts.contains(id.rawValue) else {
+            throw FUSEError(a.type == .dir && !whiteouts.contains(id.rawValue) ? EISDIR : EINVAL)
+        }
         let start = Int64(clamping: offset)
         let (want, overflow) = start.addingReportingOverflow(Int64(size))
         let end = overflow ? a.size : min(a.size, want)
