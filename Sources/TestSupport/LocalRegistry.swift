@@ -170,6 +170,17 @@ public func freePort() throws -> Int {
 /// Runs a program and returns its standard output; throws on a non-zero exit.
 @discardableResult
 public func run(_ exe: String, _ args: [String], environment: [String: String]? = nil) throws -> String {
+    let r = try runCapturing(exe, args, environment: environment)
+    guard r.status == 0 else {
+        throw SupportError("\(exe) \(args.joined(separator: " ")) exited \(r.status): \(r.err)")
+    }
+    return r.out
+}
+
+/// Runs a program and returns its exit status, standard output and standard error, whatever the status.
+public func runCapturing(
+    _ exe: String, _ args: [String], environment: [String: String]? = nil
+) throws -> (status: Int32, out: String, err: String) {
     let p = Process()
     p.executableURL = URL(fileURLWithPath: exe)
     p.arguments = args
@@ -181,10 +192,7 @@ public func run(_ exe: String, _ args: [String], environment: [String: String]? 
     let data = out.fileHandleForReading.readDataToEndOfFile()
     let errData = err.fileHandleForReading.readDataToEndOfFile()
     p.waitUntilExit()
-    guard p.terminationStatus == 0 else {
-        throw SupportError("\(exe) \(args.joined(separator: " ")) exited \(p.terminationStatus): \(String(decoding: errData, as: UTF8.self))")
-    }
-    return String(decoding: data, as: UTF8.self)
+    return (p.terminationStatus, String(decoding: data, as: UTF8.self), String(decoding: errData, as: UTF8.self))
 }
 
 /// Starts a helper script that prints "listening on PORT"; returns the process and the port.

@@ -31,24 +31,9 @@ private func inScratchDirectory<T>(_ body: (String) throws -> T) throws -> T {
     return try body(dir)
 }
 
-/// Runs a command and returns its status and output, whatever the status.
-func runCommand(_ args: [String]) throws -> (status: Int32, out: String, err: String) {
-    let p = Process()
-    p.executableURL = URL(fileURLWithPath: args[0])
-    p.arguments = Array(args.dropFirst())
-    let out = Pipe(), err = Pipe()
-    p.standardOutput = out
-    p.standardError = err
-    try p.run()
-    let o = out.fileHandleForReading.readDataToEndOfFile()
-    let e = err.fileHandleForReading.readDataToEndOfFile()
-    p.waitUntilExit()
-    return (p.terminationStatus, String(decoding: o, as: UTF8.self), String(decoding: e, as: UTF8.self))
-}
-
 /// `ARGS…` as uid and gid 65534 with no supplementary groups: an unprivileged local account.
 func asNobody(_ args: [String]) throws -> (status: Int32, out: String, err: String) {
-    try runCommand(["/usr/bin/setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"] + args)
+    try runCapturing("/usr/bin/setpriv", ["--reuid=65534", "--regid=65534", "--clear-groups"] + args)
 }
 
 /// The ALS directory name of a reference: Go's base64.StdEncoding, padded.
@@ -108,7 +93,7 @@ struct StoreSecurityTests {
                 // stargz verify: non-zero, one line on stderr, no trap (a trap is a signal status).
                 let path = dir + "/\(i).esgz"
                 try Data(layer.blob).write(to: URL(fileURLWithPath: path))
-                let v = try runCommand([stargzBinary, "verify", path])
+                let v = try runCapturing(stargzBinary, ["verify", path])
                 #expect(v.status == 1, "\(name): stargz verify exited \(v.status): \(v.err)")
                 let lines = v.err.split(separator: "\n")
                 #expect(lines.count == 1 && lines[0].hasPrefix("error: "), "\(name): \(v.err.prefix(300))")

@@ -96,7 +96,7 @@ enum Seeds {
         var out: [(String, [UInt8])] = []
         for (name, tar, chunk, prio) in tars() {
             let input = "\(dir)/\(name).tar"
-            FileManager.default.createFile(atPath: input, contents: Data(tar))
+            _ = FileManager.default.createFile(atPath: input, contents: Data(tar))
             for landmark in [true, false] {
                 var o = WriterOptions(chunkSize: chunk, compressionLevel: 1, prioritizedFiles: landmark ? prio : [], workers: 1)
                 o.addLandmark = landmark

@@ -31,7 +31,7 @@ let wrappingOffsets = env["FUZZ_LAYER_WRAPPING_OFFSETS"] != "0"
 if let dir = env["FUZZ_LAYER_WRITE_SEEDS"] {
     try? FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
     for (name, blob) in Seeds.blobs() {
-        FileManager.default.createFile(atPath: "\(dir)/seed-\(name).esgz", contents: Data(blob))
+        _ = FileManager.default.createFile(atPath: "\(dir)/seed-\(name).esgz", contents: Data(blob))
     }
     exit(0)
 }
