@@ -74,6 +74,10 @@ public enum SystemdUnit {
             unit += "Environment=STARGZ_STORE_SHA256=\(binary.sha256)\n"
             unit += "TimeoutStartSec=300\n"
         }
+        // Fail open: the mount point exists before anything that can fail (the download, the store itself), so
+        // CRI-O and Podman, which refuse to start when a configured layer store is missing, find an empty
+        // directory, no additional layers, and pull normally.
+        unit += "ExecStartPre=-/usr/bin/mkdir -p \(layout.mountpoint)\n"
         unit += "ExecStartPre=-/usr/sbin/modprobe fuse\n"
         if let binary {
             let script = installScript(layout: layout, archive: binary.isArchive)

@@ -214,6 +214,35 @@ struct StoreTests {
         }
     }
 
+    @Test("fail open: with the store down and its mount point an empty directory (as the unit leaves it), podman pulls and runs eStargz and plain images normally")
+    func storeDown() async throws {
+        let registry = try LocalRegistry.start()
+        defer { registry.stop() }
+        let client = registryClient(registry.host)
+        let plain = try Reference("\(registry.host)/down/busybox:1")
+        let lazy = try Reference("\(registry.host)/down/busybox:1-esgz")
+        try await TestImage.push(client, plain, layers: [try busyboxTar()], cmd: ["/bin/cat", "/etc/os-release"])
+        _ = try await ImageConverter(client: client).convert(from: plain, to: lazy)
+        try await client.shutdown()
+        try await withTemporaryDirectory("store-down") { dir in
+            // What `ExecStartPre=-/usr/bin/mkdir -p MOUNTPOINT` leaves when the download or the store then fails.
+            let mountpoint = dir + "/store"
+            try FileManager.default.createDirectory(atPath: mountpoint, withIntermediateDirectories: true)
+            #expect(!isMounted(mountpoint))
+            let podman = try TestPodman(additionalLayerStore: mountpoint)
+            defer { podman.cleanUp() }
+            for ref in [lazy, plain] {
+                try podman(["pull", "--tls-verify=false", ref.description])
+                #expect(try podman.runContainer(ref.description) == "NAME=\"stargz-swift test\"\n", "\(ref)")
+            }
+            #expect(try FileManager.default.contentsOfDirectory(atPath: mountpoint).isEmpty, "podman wrote into the store")
+            // Why the unit makes the directory first: without it the container engine does not start at all.
+            let missing = try TestPodman(additionalLayerStore: dir + "/never-made")
+            defer { missing.cleanUp() }
+            #expect(throws: (any Error).self) { try missing(["pull", "--tls-verify=false", plain.description]) }
+        }
+    }
+
     @Test("a mount left by a killed store is cleaned up by the next start, which then serves")
     func staleMount() async throws {
         try #require(FileManager.default.isExecutableFile(atPath: storeBinary), "build stargz-store first")
