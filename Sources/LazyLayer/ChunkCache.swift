@@ -135,10 +135,22 @@ public final class DiskChunkCache: Sendable {
         return out
     }
 
-    /// Marks a chunk as used now (its mtime orders the eviction).
+    /// The last use stamped on a chunk file, in nanoseconds since the epoch.
+    private let lastStamp = Mutex<Int64>(0)
+
+    /// Marks a chunk as used now: its mtime orders the eviction. File times come from a coarse clock (a few
+    /// milliseconds), so uses in the same tick would tie; each stamp is later than the one before.
     private func touch(_ d: Digest) {
         guard maxBytes != nil else { return }
-        utimensat(AT_FDCWD, path(d), nil, 0)
+        var now = timespec()
+        clock_gettime(CLOCK_REALTIME, &now)
+        let ns = lastStamp.withLock { last in
+            last = max(Int64(now.tv_sec) * 1_000_000_000 + Int64(now.tv_nsec), last + 1)
+            return last
+        }
+        let t = timespec(tv_sec: Int(ns / 1_000_000_000), tv_nsec: Int(ns % 1_000_000_000))
+        var times = [t, t]
+        utimensat(AT_FDCWD, path(d), &times, 0)
     }
 
     /// Removes the least recently used chunks until the cache is under 90 % of its bound.
@@ -322,6 +334,7 @@ public final class DiskChunkCache: Sendable {
             unlink(tmp)
             return
         }
+        touch(d)
         usage.withLock { $0 += Int64(bytes.count) }
         evictIfNeeded()
     }
