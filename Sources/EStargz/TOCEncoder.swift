@@ -59,13 +59,13 @@ public enum TOCEncoder {
         if !e.xattrs.isEmpty {
             key("xattrs")
             o += Array("{\n".utf8)
-            let keys = e.xattrs.keys.sorted { Array($0.utf8).lexicographicallyPrecedes(Array($1.utf8)) }
-            for (i, k) in keys.enumerated() {
+            let pairs = e.xattrs.sorted { Array($0.key.utf8).lexicographicallyPrecedes(Array($1.key.utf8)) }
+            for (i, (k, v)) in pairs.enumerated() {
                 o += Array("\t\t\t\t".utf8)
                 quote(k, into: &o)
                 o += Array(": ".utf8)
-                quote(Base64.encode(e.xattrs[k]!), into: &o)
-                o += i == keys.count - 1 ? [0x0a] : [0x2c, 0x0a]
+                quote(Base64.encode(v), into: &o)
+                o += i == pairs.count - 1 ? [0x0a] : [0x2c, 0x0a]
             }
             o += Array("\t\t\t}".utf8)
         }

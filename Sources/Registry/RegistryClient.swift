@@ -375,15 +375,18 @@ struct AuthChallenge {
             var value = ""
             if rest.first == "\"" {
                 rest = rest.dropFirst()
-                while let c = rest.first, c != "\"" {
-                    if c == "\\", rest.count > 1 {
-                        rest = rest.dropFirst()
-                        value.append(rest.first!)
+                // A backslash quotes the next character (a trailing one is kept as it is).
+                var escaped = false
+                while let c = rest.first, escaped || c != "\"" {
+                    if c == "\\" && !escaped {
+                        escaped = true
                     } else {
                         value.append(c)
+                        escaped = false
                     }
                     rest = rest.dropFirst()
                 }
+                if escaped { value.append("\\") }
                 rest = rest.dropFirst()
             } else {
                 let end = rest.firstIndex(of: ",") ?? rest.endIndex

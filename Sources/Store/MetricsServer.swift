@@ -32,8 +32,7 @@ public final class StoreMetrics: Sendable {
         var values = counters.withLock { $0 }
         if let f = live.withLock({ $0 }) { for (k, v) in f() { values[k, default: 0] += v } }
         var out = ""
-        for name in Self.help.keys.sorted() {
-            let (type, text) = Self.help[name]!
+        for (name, (type, text)) in Self.help.sorted(by: { $0.key < $1.key }) {
             out += "# HELP \(name) \(text)\n# TYPE \(name) \(type)\n\(name) \(values[name] ?? 0)\n"
         }
         return out
