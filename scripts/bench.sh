@@ -17,7 +17,7 @@ swift build -c release --product stargz >&2
 [ "$(id -u)" = 0 ] || echo "warning: the mount benchmark needs root (mount(2), drop_caches)" >&2
 swift build -c release --package-path Benchmarks --scratch-path .build-bench >&2
 refgen=.build/refgen/refgen
-[ -x "$refgen" ] || { mkdir -p .build/refgen; bash ../shared/tools/refgen/build.sh "$refgen"; }
+[ -x "$refgen" ] || { mkdir -p .build/refgen; bash scripts/testing/refgen/build.sh "$refgen"; }
 tarball=${BENCH_TAR:-$work/usr.tar}
 if [ ! -f "$tarball" ]; then
   # A realistic mix: executables, shared objects, many small Python files (about 420 MB).

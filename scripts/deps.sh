@@ -8,7 +8,7 @@ pkgs=(pkg-config zlib1g-dev libdeflate-dev libzstd-dev zstd gzip
       podman runc busybox-static skopeo fuse3
       # deploy tests: systemd-analyze verify on the unit, PyYAML to read the manifests back
       systemd python3-yaml
-      # the reference oracle (../shared/tools/refgen/build.sh) builds from Debian's Go sources
+      # the reference oracle (scripts/testing/refgen/build.sh) builds from Debian's Go sources
       golang-go golang-github-containerd-stargz-snapshotter-dev golang-github-klauspost-compress-dev
       golang-github-vbatts-tar-split-dev golang-github-opencontainers-go-digest-dev
       golang-github-pkg-errors-dev golang-golang-x-sync-dev)

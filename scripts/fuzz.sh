@@ -4,7 +4,7 @@
 #   scripts/fuzz.sh [SECONDS]                                 FuzzTOC, as before
 # e.g. scripts/fuzz.sh FuzzLayer 1800, or scripts/fuzz.sh FuzzLayer 1800 -fork=1 -ignore_crashes=1
 # Corpus: .build-fuzz/corpus/TARGET (seeded on first use: FuzzLayer writes its own seed blobs, built from tars
-# made in code with our EStargzWriter; ../shared/fixtures are added when present). Findings (crash-*, oom-*,
+# made in code with our EStargzWriter; the reference fixtures in Tests/Fixtures are added). Findings (crash-*, oom-*,
 # timeout-*, slow-unit-*) land in fuzz-artifacts/TARGET/; the run's log in .build-fuzz/logs/.
 # A huge allocation (-malloc_limit_mb) or a memory blow-up (-rss_limit_mb) is reported as a finding.
 set -euo pipefail
@@ -24,7 +24,7 @@ main() {
   artifacts=fuzz-artifacts/$target
   logs=.build-fuzz/logs
   mkdir -p "$corpus" "$artifacts" "$logs"
-  fix=../shared/fixtures/estargz
+  fix=Tests/Fixtures/estargz
   case $target in
   FuzzTOC)
     if [ -d "$fix" ]; then

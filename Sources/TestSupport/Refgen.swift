@@ -1,28 +1,28 @@
 // SPDX-License-Identifier: Apache-2.0
 public import Foundation
 
-/// Paths of the repository and of ../shared.
+/// Paths of the repository, its reference fixtures and its oracle.
 public enum Paths {
     /// The repository root.
     public static let repoRoot: URL = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
         .deletingLastPathComponent().deletingLastPathComponent()
-    /// ../shared/fixtures/estargz, or $STARGZ_FIXTURES.
+    /// Tests/Fixtures/estargz (blobs the reference implementation wrote), or $STARGZ_FIXTURES.
     public static let fixtures: URL = {
         if let e = ProcessInfo.processInfo.environment["STARGZ_FIXTURES"] { return URL(fileURLWithPath: e) }
-        return repoRoot.deletingLastPathComponent().appendingPathComponent("shared/fixtures/estargz")
+        return repoRoot.appendingPathComponent("Tests/Fixtures/estargz")
     }()
 }
 
 /// The reference oracle, `refgen` (Go estargz v0.12.0 from Debian), built once per test run.
 public enum Refgen {
-    /// Path of the binary: $REFGEN, or built with ../shared/tools/refgen/build.sh into .build/refgen/.
+    /// Path of the binary: $REFGEN, or built with scripts/testing/refgen/build.sh into .build/refgen/.
     public static let path: Result<String, RefgenError> = {
         if let p = ProcessInfo.processInfo.environment["REFGEN"], FileManager.default.isExecutableFile(atPath: p) {
             return .success(p)
         }
         let out = Paths.repoRoot.appendingPathComponent(".build/refgen/refgen").path
         if FileManager.default.isExecutableFile(atPath: out) { return .success(out) }
-        let script = Paths.repoRoot.deletingLastPathComponent().appendingPathComponent("shared/tools/refgen/build.sh")
+        let script = Paths.repoRoot.appendingPathComponent("scripts/testing/refgen/build.sh")
         try? FileManager.default.createDirectory(
             atPath: (out as NSString).deletingLastPathComponent, withIntermediateDirectories: true)
         let r = run("/bin/bash", [script.path, out])

@@ -6,15 +6,8 @@ import Testing
 @_exported import TestSupport
 
 enum Fixtures {
-    /// The repository root (two levels above this file's directory).
-    static let repoRoot: URL = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
-        .deletingLastPathComponent().deletingLastPathComponent()
-
-    /// ../shared/fixtures/estargz, or $STARGZ_FIXTURES.
-    static let dir: URL = {
-        if let e = ProcessInfo.processInfo.environment["STARGZ_FIXTURES"] { return URL(fileURLWithPath: e) }
-        return repoRoot.deletingLastPathComponent().appendingPathComponent("shared/fixtures/estargz")
-    }()
+    /// The reference fixtures (TestSupport's one path to them).
+    static let dir: URL = Paths.fixtures
 
     static func url(_ name: String) -> URL { dir.appendingPathComponent(name) }
     static func bytes(_ name: String) throws -> [UInt8] { Array(try Data(contentsOf: url(name))) }

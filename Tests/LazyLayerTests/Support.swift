@@ -13,8 +13,7 @@ import Testing
 @preconcurrency import Glibc
 #endif
 
-let fixtures = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
-    .deletingLastPathComponent().deletingLastPathComponent().appendingPathComponent("shared/fixtures/estargz").path
+let fixtures = Paths.fixtures.path
 
 func fixture(_ name: String) throws -> [UInt8] {
     [UInt8](try Data(contentsOf: URL(fileURLWithPath: "\(fixtures)/\(name)")))

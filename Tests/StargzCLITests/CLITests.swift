@@ -12,8 +12,7 @@ import OCI
 import Registry
 import TestSupport
 
-let fixtures = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
-    .deletingLastPathComponent().deletingLastPathComponent().appendingPathComponent("shared/fixtures/estargz")
+let fixtures = Paths.fixtures
 
 /// Runs `stargz ARGS…` in-process, capturing standard output. Returns (exit code, stdout).
 func stargz(_ args: [String]) async -> (code: Int32, out: String) {
