@@ -8,6 +8,16 @@ let swiftSettings: [SwiftSetting] = [
     .enableUpcomingFeature("InternalImportsByDefault"),
 ]
 
+// What `--version` prints. scripts/release.sh sets STARGZ_VERSION and STARGZ_COMMIT; other builds take the
+// checkout's tag and commit from git ("-dirty" when the tree has changes).
+let git = Context.gitInformation
+let buildVersion = Context.environment["STARGZ_VERSION"] ?? git?.currentTag.map { $0.hasPrefix("v") ? String($0.dropFirst()) : $0 } ?? "0.1.0-dev"
+let buildCommit = Context.environment["STARGZ_COMMIT"] ?? git.map { String($0.currentCommit.prefix(12)) + ($0.hasUncommittedChanges ? "-dirty" : "") } ?? "unknown"
+/// A C string literal of `s` for a -D definition (versions and commits are printable ASCII; anything else is dropped).
+func cLiteral(_ s: String) -> String {
+    "\"" + String(s.unicodeScalars.filter { $0.value > 0x20 && $0.value < 0x7F && $0 != "\"" && $0 != "\\" }.map(Character.init)) + "\""
+}
+
 let package = Package(
     name: "stargz-swift",
     platforms: [.macOS(.v15)],
@@ -47,6 +57,9 @@ let package = Package(
             name: "CZstd", pkgConfig: "libzstd",
             providers: [.apt(["libzstd-dev"]), .yum(["libzstd-devel"])]),
         .target(name: "CLinuxSys"),
+        .target(
+            name: "CBuildInfo",
+            cSettings: [.define("STARGZ_VERSION", to: cLiteral(buildVersion)), .define("STARGZ_COMMIT", to: cLiteral(buildCommit))]),
         .target(
             name: "Compression",
             dependencies: ["CZlib", "CLibdeflate", "CZstd"],
@@ -103,8 +116,10 @@ let package = Package(
         .target(
             name: "StargzCLI",
             dependencies: [
-                "EStargz", "OCI", "CLinuxSys", "Registry", "Convert", "Store", "LazyLayer", "FUSE", "Deploy",
+                "EStargz", "OCI", "CLinuxSys", "CBuildInfo", "Registry", "Convert", "Store", "LazyLayer", "FUSE", "Deploy",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: swiftSettings),
@@ -131,7 +146,7 @@ let package = Package(
             name: "RegistryTests", dependencies: ["Registry", "OCI", "Convert", "EStargz", "TestSupport"],
             swiftSettings: swiftSettings),
         .testTarget(
-            name: "DeployTests", dependencies: ["Deploy", "TOML", "StargzCLI", "Store"],
+            name: "DeployTests", dependencies: ["Deploy", "TOML", "StargzCLI", "Store", "TestSupport"],
             exclude: ["Golden"], swiftSettings: swiftSettings),
         .testTarget(
             name: "StargzCLITests", dependencies: ["StargzCLI", "EStargz", "OCI", "Registry", "TestSupport"],

@@ -72,6 +72,7 @@ public struct InstallPlan: Sendable {
         var files: [File] = []
         if let binary { files.append(File(path: layout.binaryPath, contents: binary, mode: 0o755)) }
         files.append(File(path: layout.configPath, contents: Array(configTOML.text.utf8), mode: 0o644, replaceExisting: configTOML.replace))
+        files.append(File(path: layout.tmpfilesPath, contents: Array(layout.tmpfilesConf.utf8), mode: 0o644))
         files.append(File(path: layout.unitPath, contents: Array(unit.utf8), mode: 0o644))
         return InstallPlan(
             layout: layout, storeFiles: files,

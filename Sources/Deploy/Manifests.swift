@@ -19,11 +19,13 @@ public struct NodeFiles: Sendable, Equatable {
         self.layout = layout
     }
 
-    /// (path, contents, mode) of each regular file, storage.conf first.
+    /// (path, contents, mode) of each regular file, storage.conf first, then config.toml and the tmpfiles.d entry
+    /// that makes the mount point at boot (``StoreLayout/tmpfilesConf``).
     public var files: [(path: String, contents: String, mode: Int)] {
         var out: [(String, String, Int)] = []
         if let storageConf { out.append((layout.storageConfPath, storageConf, 0o644)) }
         out.append((layout.configPath, configTOML, 0o644))
+        out.append((layout.tmpfilesPath, layout.tmpfilesConf, 0o644))
         return out
     }
 }

@@ -128,3 +128,40 @@ public enum SystemdUnit {
         return s
     }
 }
+
+extension BinarySource {
+    /// The URL of the checksum file scripts/release.sh writes beside a release tarball: `.sha256` appended to the
+    /// URL's path (before any `?query`).
+    public static func checksumURL(forRelease url: String) -> String {
+        guard let q = url.firstIndex(of: "?") else { return url + ".sha256" }
+        return url[..<q] + ".sha256" + url[q...]
+    }
+
+    /// The digest in a `sha256sum`-style checksum file for the release at `url`: one line `HEX  NAME` (or
+    /// `HEX *NAME`, or the bare HEX) where NAME, when present, is the tarball's file name.
+    ///
+    /// #### Errors
+    /// ``DeployError/Code/malformedInput`` when the text is not such a line, or names another file.
+    public static func checksum(_ text: String, forRelease url: String) throws(DeployError) -> String {
+        let lines = text.split(whereSeparator: \.isNewline).filter { !$0.allSatisfy(\.isWhitespace) }
+        guard lines.count == 1, let line = lines.first else {
+            throw DeployError(.malformedInput, "\(checksumURL(forRelease: url)): expected one line \"HEX  NAME\", found \(lines.count)")
+        }
+        let fields = line.split(separator: " ", maxSplits: 1, omittingEmptySubsequences: true)
+        let hex = String(fields[0]).lowercased()
+        guard hex.count == 64, hex.utf8.allSatisfy({ ($0 >= 0x30 && $0 <= 0x39) || ($0 >= 0x61 && $0 <= 0x66) }) else {
+            throw DeployError(.malformedInput, "\(checksumURL(forRelease: url)): \"\(fields[0].prefix(80))\" is not a SHA-256")
+        }
+        if fields.count == 2 {
+            var name = fields[1].drop { $0 == " " || $0 == "\t" }
+            while name.last == " " || name.last == "\t" || name.last == "\r" { name.removeLast() }
+            if name.hasPrefix("*") { name.removeFirst() }  // sha256sum's binary-mode marker
+            let path = url.split(separator: "?", maxSplits: 1).first.map(String.init) ?? url
+            let expected = path.split(separator: "/").last.map(String.init) ?? path
+            guard name == expected else {
+                throw DeployError(.malformedInput, "\(checksumURL(forRelease: url)) is the checksum of \"\(name.prefix(200))\", not of \(expected)")
+            }
+        }
+        return hex
+    }
+}

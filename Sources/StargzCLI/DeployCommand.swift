@@ -1,7 +1,9 @@
 // SPDX-License-Identifier: Apache-2.0
 import ArgumentParser
+import AsyncHTTPClient
 import Deploy
 import Foundation
+import NIOCore
 import Store
 
 /// `stargz deploy`: renders and applies what a node needs to run the store.
@@ -12,7 +14,7 @@ struct DeployCommand: ParsableCommand {
         discussion: """
             Plain host:  stargz deploy install --binary .build/release/stargz-store
             OpenShift:   stargz deploy machineconfig --role worker --storage-conf node-storage.conf \\
-                           --binary-url https://mirror.example/stargz-store --sha256 HEX | oc apply -f -
+                           --release-url http://mirror.example/stargz-swift-0.1.0-linux-amd64.tar.gz | oc apply -f -
             Then check a node with `stargz doctor`.
             """,
         subcommands: [
@@ -55,8 +57,13 @@ struct LayoutOptions: ParsableArguments {
     }
 }
 
-/// `--binary-url` and `--sha256`: the unit downloads and checks the binary before starting it.
+/// `--release-url`, `--binary-url` and `--sha256`: the unit downloads and checks the binary before starting it.
 struct BinaryURLOptions: ParsableArguments {
+    @Option(help: ArgumentHelp(
+        "Download the release tarball (scripts/release.sh) from this URL when the unit starts and install its stargz-store.",
+        discussion: "Without --sha256 the digest is read now from the .sha256 file beside it (URL.sha256)."))
+    var releaseURL: String?
+
     @Option(help: "Download stargz-store from this URL when the unit starts (the binary, or a .tar.gz holding it).")
     var binaryURL: String?
 
@@ -64,14 +71,85 @@ struct BinaryURLOptions: ParsableArguments {
     var sha256: String?
 
     func validate() throws {
-        if (binaryURL == nil) != (sha256 == nil) { throw ValidationError("--binary-url and --sha256 go together") }
-        _ = try source()
+        if releaseURL != nil && binaryURL != nil { throw ValidationError("--release-url and --binary-url exclude each other") }
+        if binaryURL != nil && sha256 == nil { throw ValidationError("--binary-url needs --sha256 (or use --release-url)") }
+        if releaseURL == nil && binaryURL == nil && sha256 != nil { throw ValidationError("--sha256 goes with --release-url or --binary-url") }
+        if let releaseURL {
+            let path = releaseURL.split(separator: "?", maxSplits: 1).first.map(String.init) ?? releaseURL
+            guard path.hasSuffix(".tar.gz") || path.hasSuffix(".tgz") else {
+                throw ValidationError("--release-url must name the release .tar.gz, not \"\(releaseURL)\"")
+            }
+        }
+        if let url = releaseURL ?? binaryURL {
+            // The URL's shape, with a stand-in digest when it is to be read from the .sha256 file.
+            do { _ = try BinarySource(url: url, sha256: sha256 ?? String(repeating: "0", count: 64)) } catch {
+                throw ValidationError(error.message)
+            }
+        }
     }
 
-    func source() throws -> BinarySource? {
-        guard let binaryURL, let sha256 else { return nil }
-        do { return try BinarySource(url: binaryURL, sha256: sha256) } catch { throw ValidationError(error.message) }
+    /// Whether a download is configured.
+    var isSet: Bool { releaseURL != nil || binaryURL != nil }
+
+    /// The download, reading the release's `.sha256` file when `--release-url` comes without `--sha256`.
+    func source() async throws -> BinarySource? {
+        if let binaryURL, let sha256 {
+            do { return try BinarySource(url: binaryURL, sha256: sha256) } catch { throw ValidationError(error.message) }
+        }
+        guard let releaseURL else { return nil }
+        let digest: String
+        if let sha256 {
+            digest = sha256
+        } else {
+            let sumURL = BinarySource.checksumURL(forRelease: releaseURL)
+            let text = try await ChecksumFile.fetch(sumURL)
+            digest = try BinarySource.checksum(text, forRelease: releaseURL)
+            Terminal.note("\(sumURL): sha256 \(digest)")
+        }
+        do { return try BinarySource(url: releaseURL, sha256: digest) } catch { throw ValidationError(error.message) }
     }
+}
+
+/// Reads a release's checksum file: a few bytes from an `http(s)://` or `file:///` URL.
+enum ChecksumFile {
+    /// More than a checksum line is refused.
+    static let maxSize = 4096
+
+    /// The text at `url`.
+    ///
+    /// #### Errors
+    /// ``DeployError`` (``DeployError/Code/io``) naming the URL: unreachable, a status other than 200, more than
+    /// ``maxSize`` bytes, or no answer within 30 seconds.
+    static func fetch(_ url: String) async throws -> String {
+        if url.lowercased().hasPrefix("file://") {
+            let path = String(url.dropFirst("file://".count))
+            guard let fh = FileHandle(forReadingAtPath: path) else { throw DeployFailure("\(url): cannot read \(path)") }
+            defer { try? fh.close() }
+            let data = try fh.read(upToCount: maxSize + 1) ?? Data()
+            guard data.count <= maxSize else { throw DeployFailure("\(url): more than \(maxSize) bytes: not a checksum file") }
+            return String(decoding: data, as: UTF8.self)
+        }
+        var request = HTTPClientRequest(url: url)
+        request.method = .GET
+        do {
+            let response = try await HTTPClient.shared.execute(request, timeout: .seconds(30))
+            guard response.status == .ok else { throw DeployFailure("\(url): HTTP \(response.status.code)") }
+            let body = try await response.body.collect(upTo: maxSize)
+            return String(buffer: body)
+        } catch let e as DeployFailure {
+            throw e
+        } catch is NIOTooManyBytesError {
+            throw DeployFailure("\(url): more than \(maxSize) bytes: not a checksum file")
+        } catch {
+            throw DeployFailure("\(url): \(error)")
+        }
+    }
+}
+
+/// A deploy step that failed for a reason outside the arguments (a download); printed as one line.
+struct DeployFailure: Error, CustomStringConvertible {
+    var description: String
+    init(_ d: String) { description = d }
 }
 
 /// Writes `text` to `output` atomically, or to standard output when `output` is nil.
@@ -128,7 +206,7 @@ struct StorageConfSubcommand: ParsableCommand {
     }
 }
 
-struct SystemdUnitSubcommand: ParsableCommand {
+struct SystemdUnitSubcommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "systemd-unit",
         abstract: "Print the store's systemd unit (Type=notify, before crio.service, unmount after stop).")
@@ -139,12 +217,13 @@ struct SystemdUnitSubcommand: ParsableCommand {
     @Option(help: "Write the unit here instead of standard output.")
     var output: String?
 
-    func run() throws {
-        try reportingErrors { try emit(try SystemdUnit.render(layout: layout.layout, binary: try binary.source()), to: output) }
+    func run() async throws {
+        let source = try await reportingErrorsAsync { try await binary.source() }
+        try reportingErrors { try emit(try SystemdUnit.render(layout: layout.layout, binary: source), to: output) }
     }
 }
 
-struct MachineConfigSubcommand: ParsableCommand {
+struct MachineConfigSubcommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "machineconfig",
         abstract: "Print an OpenShift MachineConfig (or Butane, or Ignition) carrying storage.conf, config.toml and the unit.",
@@ -187,7 +266,8 @@ struct MachineConfigSubcommand: ParsableCommand {
         if noStorageConf && storageConf != nil { throw ValidationError("--storage-conf and --no-storage-conf exclude each other") }
     }
 
-    func run() throws {
+    func run() async throws {
+        let source = try await reportingErrorsAsync { try await binary.source() }
         try reportingErrors {
             let l = layout.layout
             var conf: String? = nil
@@ -205,7 +285,7 @@ struct MachineConfigSubcommand: ParsableCommand {
                 do { _ = try StoreConfiguration.parse(configText, path: config) } catch { throw ValidationError("\(error)") }
             }
             let node = NodeFiles(
-                storageConf: conf, configTOML: configText, unit: try SystemdUnit.render(layout: l, binary: try binary.source()),
+                storageConf: conf, configTOML: configText, unit: try SystemdUnit.render(layout: l, binary: source),
                 layout: l)
             let name = self.name ?? Manifests.defaultName(role: role)
             let text: String
@@ -271,7 +351,7 @@ func printReport(_ r: InstallReport, live: Bool, dryRun: Bool) {
     for w in r.warnings { Terminal.warn(w) }
 }
 
-struct InstallSubcommand: ParsableCommand {
+struct InstallSubcommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "install",
         abstract: "Install the store on this host: config.toml, unit, storage.conf (backed up once), then restart.",
@@ -298,7 +378,8 @@ struct InstallSubcommand: ParsableCommand {
     @OptionGroup var layout: LayoutOptions
     @OptionGroup var download: BinaryURLOptions
 
-    func run() throws {
+    func run() async throws {
+        let source = try await reportingErrorsAsync { try await download.source() }
         try reportingErrors {
             let l = layout.layout
             let root = prefix ?? ""
@@ -311,11 +392,11 @@ struct InstallSubcommand: ParsableCommand {
                 do { _ = try StoreConfiguration.parse(configText, path: config) } catch { throw ValidationError("\(error)") }
             }
             let plan = try InstallPlan.make(
-                layout: l, prefix: root, unit: try SystemdUnit.render(layout: l, binary: try download.source()),
+                layout: l, prefix: root, unit: try SystemdUnit.render(layout: l, binary: source),
                 configTOML: (configText ?? StoreConfiguration.defaultTOML, configText != nil), binary: binaryBytes)
             if !plan.storageConfKeptFormatting { Terminal.warn("storage.conf: comments and layout could not be kept; the settings are") }
-            if binaryBytes == nil, download.binaryURL == nil, !FileManager.default.isExecutableFile(atPath: root + l.binaryPath) {
-                Terminal.warn("\(root + l.binaryPath) is missing: pass --binary PATH or --binary-url URL --sha256 HEX")
+            if binaryBytes == nil, !download.isSet, !FileManager.default.isExecutableFile(atPath: root + l.binaryPath) {
+                Terminal.warn("\(root + l.binaryPath) is missing: pass --binary PATH, --release-url URL or --binary-url URL --sha256 HEX")
             }
             let runner: any CommandRunner = prefix == nil ? ProcessRunner() : RecordingRunner()
             let report = try Installer(prefix: root, runner: runner).install(plan, dryRun: dryRun)

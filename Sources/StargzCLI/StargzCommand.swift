@@ -1,5 +1,6 @@
 // SPDX-License-Identifier: Apache-2.0
 public import ArgumentParser
+import CBuildInfo
 import EStargz
 import Foundation
 import OCI
@@ -20,15 +21,24 @@ public struct StargzCommand: AsyncParsableCommand {
     public init() {}
 }
 
-/// The version string of both executables.
+/// The version of both executables, as the build recorded it (Package.swift; scripts/release.sh sets it).
 public enum StargzVersion {
-    /// The version.
-    public static let current = "0.1.0-dev"
+    /// The version, e.g. `0.1.0` or `0.1.0-dev`.
+    public static let number = String(cString: stargz_build_version())
+    /// The commit the build was made from (12 hex digits, `-dirty` for a tree with changes), or `unknown`.
+    public static let commit = String(cString: stargz_build_commit())
+    /// What `--version` prints: `0.1.0 (commit 0123456789ab)`.
+    public static let current = "\(number) (commit \(commit))"
 }
 
 /// Runs `body`, turning library errors into a one-line message on stderr and exit status 1.
 func reportingErrors<T>(_ body: () throws -> T) throws -> T {
     do { return try body() } catch { throw reported(error) }
+}
+
+/// ``reportingErrors(_:)`` for an async body.
+func reportingErrorsAsync<T>(_ body: () async throws -> T) async throws -> T {
+    do { return try await body() } catch { throw reported(error) }
 }
 
 /// The error a command throws for `error`: usage errors, exit codes and cancellation pass through; anything

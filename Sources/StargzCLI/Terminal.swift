@@ -7,6 +7,7 @@ enum Terminal {
 
     static func error(_ message: String) { FileHandle.standardError.write(Data("error: \(message)\n".utf8)) }
     static func warn(_ message: String) { FileHandle.standardError.write(Data("warning: \(message)\n".utf8)) }
+    static func note(_ message: String) { FileHandle.standardError.write(Data("note: \(message)\n".utf8)) }
 
     static func printJSON(_ value: some Encodable) {
         let enc = JSONEncoder()

@@ -219,3 +219,30 @@ func startScript(_ exe: String, _ args: [String]) throws -> (Process, Int) {
     }
     return (p, port)
 }
+
+/// A plain HTTP server on 127.0.0.1 serving the files of a directory (Python's http.server), as a mirror that
+/// nodes download a release from. ``stop()`` kills it.
+public final class StaticFileServer {
+    /// The port it listens on.
+    public let port: Int
+    private let process: Process
+
+    /// Starts serving `directory`.
+    public init(directory: String) throws {
+        let code = """
+            import functools, http.server, sys
+            handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=sys.argv[1])
+            handler.log_message = lambda *args: None
+            server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+            print("listening on", server.server_address[1], flush=True)
+            server.serve_forever()
+            """
+        (process, port) = try startScript("/usr/bin/python3", ["-c", code, directory])
+    }
+
+    /// Kills the server and waits for it.
+    public func stop() {
+        kill(process.processIdentifier, SIGKILL)
+        process.waitUntilExit()
+    }
+}

@@ -213,8 +213,8 @@ struct ManifestTests {
         #expect(((b["metadata"] as? [String: Any])?["labels"] as? [String: String])?["machineconfiguration.openshift.io/role"] == "master")
         let files = try #require((b["storage"] as? [String: Any])?["files"] as? [[String: Any]])
         let inline = files.map { ($0["path"] as? String ?? "", ($0["contents"] as? [String: Any])?["inline"] as? String ?? "") }
-        #expect(inline.map(\.0) == ["/etc/containers/storage.conf", "/etc/stargz-store/config.toml"])
-        #expect(inline.map(\.1) == [node.storageConf!, testConfig])
+        #expect(inline.map(\.0) == ["/etc/containers/storage.conf", "/etc/stargz-store/config.toml", "/etc/tmpfiles.d/stargz-store.conf"])
+        #expect(inline.map(\.1) == [node.storageConf!, testConfig, StoreLayout().tmpfilesConf])
         let unit = try #require(((b["systemd"] as? [String: Any])?["units"] as? [[String: Any]])?.first)
         #expect(unit["contents"] as? String == node.unit)
     }
@@ -238,7 +238,7 @@ struct ManifestTests {
         let node = try testNode(storageConf: nil)
         var n = node
         n.storageConf = nil
-        #expect(n.files.map(\.path) == ["/etc/stargz-store/config.toml"])
+        #expect(n.files.map(\.path) == ["/etc/stargz-store/config.toml", "/etc/tmpfiles.d/stargz-store.conf"])
         #expect(ignitionProblems(try JSONSerialization.jsonObject(with: Data(Manifests.ignition(n).json().utf8))) == [])
         for bad in ["Worker", "-worker", "work_er", ""] { #expect(throws: DeployError.self) { try Manifests.checkRole(bad) } }
         for good in ["worker", "master", "infra-2"] { #expect(throws: Never.self) { try Manifests.checkRole(good) } }

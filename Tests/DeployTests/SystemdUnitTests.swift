@@ -51,6 +51,22 @@ struct SystemdUnitTests {
         #expect(try verify(broken).1.contains("notif"))
     }
 
+    @Test("the tmpfiles.d entry makes the mount point at boot, as systemd-tmpfiles reads it, whether or not the unit runs")
+    func tmpfilesMakesMountPoint() throws {
+        let dir = try TempDir()
+        defer { dir.cleanup() }
+        let layout = StoreLayout(mountpoint: "/var/lib/other-store/store", unitName: "other-store.service")
+        #expect(layout.tmpfilesPath == "/etc/tmpfiles.d/other-store.conf")
+        let conf = try dir.write("/conf/other-store.conf", layout.tmpfilesConf)
+        #expect(!dir.exists("/root/var/lib/other-store/store"))
+        try FileManager.default.createDirectory(atPath: dir.path + "/root", withIntermediateDirectories: true)
+        let r = try shell(["systemd-tmpfiles", "--create", "--root=" + dir.path + "/root", conf])
+        #expect(r.status == 0, "\(r.err)")
+        var isDir: ObjCBool = false
+        #expect(FileManager.default.fileExists(atPath: dir.path + "/root/var/lib/other-store/store", isDirectory: &isDir) && isDir.boolValue)
+        #expect(try dir.mode("/root/var/lib/other-store/store") == 0o755)
+    }
+
     /// The download step as the shell sees it: continuation lines joined, systemd's `$$` and `%%` undone.
     func script(of unit: String) throws -> String {
         let joined = unit.replacingOccurrences(of: "\\\n", with: " ")
