@@ -9,7 +9,9 @@ let swiftSettings: [SwiftSetting] = [
 ]
 
 // What `--version` prints. scripts/release.sh sets STARGZ_VERSION and STARGZ_COMMIT; other builds take the
-// checkout's tag and commit from git ("-dirty" when the tree has changes).
+// checkout's tag and commit from git ("-dirty" when the tree has changes). SwiftPM caches the evaluated manifest by
+// its contents and environment, not by the git state, so a development build may show the commit of an earlier
+// evaluation; release builds set both variables.
 let git = Context.gitInformation
 let buildVersion = Context.environment["STARGZ_VERSION"] ?? git?.currentTag.map { $0.hasPrefix("v") ? String($0.dropFirst()) : $0 } ?? "0.1.0-dev"
 let buildCommit = Context.environment["STARGZ_COMMIT"] ?? git.map { String($0.currentCommit.prefix(12)) + ($0.hasUncommittedChanges ? "-dirty" : "") } ?? "unknown"

@@ -51,12 +51,16 @@ unmount_under() {   # $1 and every mount below it, deepest first
 }
 # A run killed with SIGKILL cannot clean up: end its processes (listed in DIR.pids, checked by their command line)
 # and drop its mounts (a dead FUSE mount makes podman hang).
+# The first line of DIR.pids is the run's own shell: a run that is still going is left alone.
 for d in "$tmpbase"/stargz-demo.*; do
   [ -d "$d" ] || continue
+  owner=$(head -n 1 "$d.pids" 2>/dev/null || true)
+  if [ -n "$owner" ] && [ -d "/proc/$owner" ] && grep -qF demo.sh "/proc/$owner/cmdline" 2>/dev/null; then continue; fi
   while read -r p; do grep -qF "$d/" "/proc/$p/cmdline" 2>/dev/null && kill -9 "$p"; done <"$d.pids" 2>/dev/null || true
   unmount_under "$d"; rmdir "$d" 2>/dev/null || true; rm -f "$d.pids"
 done
 tmp=$(mktemp -d "$tmpbase/stargz-demo.XXXXXX")
+echo "$$" >"$tmp.pids"
 pids=()
 track() { pids+=("$1"); echo "$1" >>"$tmp.pids"; }   # a background process to end on exit
 cleanup() {
@@ -131,7 +135,9 @@ fetched() { local n; read -r n </dev/tcp/127.0.0.1/"$stats_port"; echo "$n"; }
 echo "== registry on $registry, counting proxy on $counted" >&2
 
 # --- 4. the image: busybox (layer 1), then tens of MB of host files and /demo/hello.txt (layer 2) ------------------
-data=${DEMO_DATA:-"$(ls -d /usr/lib/python3.[0-9]* 2>/dev/null | head -n 1) /usr/share/doc"}   # Python's stdlib
+pystd=""
+for d in /usr/lib/python3.[0-9]*; do [ -d "$d" ] && { pystd=$d; break; }; done    # Python's stdlib, if any
+data=${DEMO_DATA:-"$pystd /usr/share/doc"}
 echo "== building the image from /bin/busybox and $data" >&2
 mkdir -p "$tmp/base/bin" "$tmp/base/etc" "$tmp/base/usr/lib" "$tmp/base/usr/share" "$tmp/data/demo"
 cp /bin/busybox "$tmp/base/bin/"

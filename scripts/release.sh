@@ -18,15 +18,17 @@
 # older one (scripts/release/rhel9-symbols.c, linked with lld). What stays dynamic is glibc (libc, libm, ld-linux),
 # libstdc++ and libgcc_s, with no run path. Tests/DeployTests/ReleaseTests.swift reads the ELF files and holds them to that.
 #
-# The build has its own scratch directory (.build-release), so it leaves the development build alone. The tarball is
-# reproducible for a given commit and toolchain: file times are the commit's, owners 0, names sorted, gzip -n.
+# The build has its own scratch directory (.build-release), so it leaves the development build alone. The tarball's
+# own layout is fixed (file times are the commit's, owners 0, names sorted, gzip -n); its bytes repeat for one commit,
+# toolchain, checkout path and set of resolved dependency versions (Package.resolved is not committed).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 repo=$(pwd)
 scripts/deps.sh
 
 commit=$(git rev-parse --short=12 HEAD 2>/dev/null || echo unknown)
-if [ "$commit" != unknown ] && [ -n "$(git status --porcelain --untracked-files=no 2>/dev/null)" ]; then
+# Untracked files count: SwiftPM compiles any .swift file under Sources/.
+if [ "$commit" != unknown ] && [ -n "$(git status --porcelain 2>/dev/null)" ]; then
   commit="$commit-dirty"
 fi
 tag=$(git describe --tags --exact-match 2>/dev/null || true)

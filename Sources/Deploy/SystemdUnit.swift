@@ -147,10 +147,10 @@ extension BinarySource {
         guard lines.count == 1, let line = lines.first else {
             throw DeployError(.malformedInput, "\(checksumURL(forRelease: url)): expected one line \"HEX  NAME\", found \(lines.count)")
         }
-        let fields = line.split(separator: " ", maxSplits: 1, omittingEmptySubsequences: true)
+        let fields = line.split(maxSplits: 1, omittingEmptySubsequences: true, whereSeparator: { $0 == " " || $0 == "\t" })
         let hex = String(fields[0]).lowercased()
         guard hex.count == 64, hex.utf8.allSatisfy({ ($0 >= 0x30 && $0 <= 0x39) || ($0 >= 0x61 && $0 <= 0x66) }) else {
-            throw DeployError(.malformedInput, "\(checksumURL(forRelease: url)): \"\(fields[0].prefix(80))\" is not a SHA-256")
+            throw DeployError(.malformedInput, "\(checksumURL(forRelease: url)): \"\(printable(fields[0].prefix(80)))\" is not a SHA-256")
         }
         if fields.count == 2 {
             var name = fields[1].drop { $0 == " " || $0 == "\t" }
@@ -159,9 +159,15 @@ extension BinarySource {
             let path = url.split(separator: "?", maxSplits: 1).first.map(String.init) ?? url
             let expected = path.split(separator: "/").last.map(String.init) ?? path
             guard name == expected else {
-                throw DeployError(.malformedInput, "\(checksumURL(forRelease: url)) is the checksum of \"\(name.prefix(200))\", not of \(expected)")
+                throw DeployError(
+                    .malformedInput, "\(checksumURL(forRelease: url)) is the checksum of \"\(printable(name.prefix(200)))\", not of \(expected)")
             }
         }
         return hex
+    }
+
+    /// `s` with everything but printable ASCII as `\u{…}`: the text comes from a mirror and goes to a terminal.
+    static func printable(_ s: Substring) -> String {
+        s.unicodeScalars.map { $0.value >= 0x20 && $0.value < 0x7F ? String($0) : "\\u{\(String($0.value, radix: 16))}" }.joined()
     }
 }

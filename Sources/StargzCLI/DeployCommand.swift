@@ -102,7 +102,13 @@ struct BinaryURLOptions: ParsableArguments {
             digest = sha256
         } else {
             let sumURL = BinarySource.checksumURL(forRelease: releaseURL)
-            let text = try await ChecksumFile.fetch(sumURL)
+            if releaseURL.lowercased().hasPrefix("http://") {
+                Terminal.warn("the digest comes over plain HTTP from the same mirror as the tarball: whoever can change that traffic now chooses what every node runs as root; prefer https:// or --sha256 from a trusted source")
+            }
+            let text: String
+            do { text = try await ChecksumFile.fetch(sumURL) } catch {
+                throw DeployFailure("\(error) (give the digest with --sha256 HEX instead)")
+            }
             digest = try BinarySource.checksum(text, forRelease: releaseURL)
             Terminal.note("\(sumURL): sha256 \(digest)")
         }

@@ -154,7 +154,9 @@ public struct SymbolVersion: Comparable, CustomStringConvertible, Sendable {
 
     public var description: String { prefix + "_" + numbers.map(String.init).joined(separator: ".") }
 
+    /// Ordered by prefix, then by the numbers (only versions of one prefix compare meaningfully).
     public static func < (a: Self, b: Self) -> Bool {
+        if a.prefix != b.prefix { return a.prefix < b.prefix }
         for (x, y) in zip(a.numbers, b.numbers) where x != y { return x < y }
         return a.numbers.count < b.numbers.count
     }

@@ -236,7 +236,7 @@ enum RHEL9 {
             }
             if limit < v { out.append("needs \(name) from \(file) (RHEL 9 has up to \(limit))") }
         }
-        // A library outside the list is reported once, not per version.
+        // Versions from a library that is not even in DT_NEEDED (and so was not reported above).
         for (file, name) in deps.versions where !libraries.contains(file) && !deps.needed.contains(file) {
             out.append("needs \(name) from \(file)")
         }

@@ -65,6 +65,10 @@ struct SystemdUnitTests {
         var isDir: ObjCBool = false
         #expect(FileManager.default.fileExists(atPath: dir.path + "/root/var/lib/other-store/store", isDirectory: &isDir) && isDir.boolValue)
         #expect(try dir.mode("/root/var/lib/other-store/store") == 0o755)
+        // An existing directory keeps its mode (as the store's mount root does when tmpfiles runs again).
+        #expect(chmod(dir.path + "/root/var/lib/other-store/store", 0o700) == 0)
+        #expect(try shell(["systemd-tmpfiles", "--create", "--root=" + dir.path + "/root", conf]).status == 0)
+        #expect(try dir.mode("/root/var/lib/other-store/store") == 0o700)
     }
 
     /// The download step as the shell sees it: continuation lines joined, systemd's `$$` and `%%` undone.
