@@ -105,12 +105,22 @@ public enum Doctor {
     private static func major(_ dev: dev_t) -> UInt64 { (UInt64(dev) >> 8) & 0xFFF | ((UInt64(dev) >> 32) & ~0xFFF) }
     private static func minor(_ dev: dev_t) -> UInt64 { (UInt64(dev) & 0xFF) | ((UInt64(dev) >> 12) & ~0xFF) }
 
+    /// The binary is executable and, with a live runner, starts: `stargz-store --version` exits 0 (a development
+    /// build on RHEL 9 fails here with the loader's `GLIBC_2.35 not found` or a missing libdeflate).
     static func binary(_ env: DoctorEnvironment) -> DoctorCheck {
         let b = env.path(env.layout.binaryPath)
-        if FileOps.isExecutable(b) { return DoctorCheck("binary", .ok, "\(b) is executable") }
+        if FileOps.isExecutable(b) {
+            guard let runner = env.runner, runner.isLive else { return DoctorCheck("binary", .ok, "\(b) is executable") }
+            let r = runner.run(["timeout", "10", b, "--version"])
+            let output = r.output.trimmingCharacters(in: .whitespacesAndNewlines)
+            if r.status == 0 { return DoctorCheck("binary", .ok, "\(b) runs: \(output.prefix(200))") }
+            return DoctorCheck(
+                "binary", .failed, "\(b) does not start (status \(r.status)): \(output.prefix(300))",
+                fix: "install the release built for this OS (scripts/release.sh: glibc 2.34 and newer, nothing else needed) with stargz deploy --release-url URL")
+        }
         return DoctorCheck(
             "binary", .failed, FileOps.exists(b) ? "\(b) is not executable" : "\(b) does not exist",
-            fix: "stargz deploy install --binary PATH (or --binary-url URL --sha256 HEX to download it at start)")
+            fix: "stargz deploy install --binary PATH (or --release-url URL to download the release at start)")
     }
 
     static func config(_ env: DoctorEnvironment) -> (check: DoctorCheck, cacheBytes: Int64?) {

@@ -10,6 +10,20 @@ import Testing
 
 @Suite("doctor")
 struct DoctorTests {
+    @Test("the binary check runs the binary: one that starts is ok, one the loader refuses fails with the loader's words")
+    func binaryStarts() throws {
+        let dir = try TempDir()
+        defer { dir.cleanup() }
+        let env = DoctorEnvironment(prefix: dir.path, layout: layout, runner: ProcessRunner())
+        try dir.write(layout.binaryPath, "#!/bin/sh\necho \"0.1.0 (commit abc)\"\n", mode: 0o755)
+        let ok = Doctor.binary(env)
+        #expect(ok.status == .ok && ok.detail.contains("runs: 0.1.0 (commit abc)"), "\(ok.detail)")
+        try dir.write(
+            layout.binaryPath, "#!/bin/sh\necho \"$0: /lib64/libm.so.6: version \\`GLIBC_2.35' not found\" >&2\nexit 1\n", mode: 0o755)
+        let bad = Doctor.binary(env)
+        #expect(bad.status == .failed && bad.detail.contains("GLIBC_2.35' not found") && bad.fix?.contains("--release-url") == true, "\(bad.detail)")
+    }
+
     let layout = StoreLayout()
 
     /// A node under `dir` on which every check passes.
