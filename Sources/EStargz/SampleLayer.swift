@@ -19,13 +19,10 @@ public enum SampleLayer {
             h.modTime = 1_700_000_000
             h.userName = "root"
             h.groupName = "root"
-            h.size = Int64(content.count)
             h.linkName = link
             h.xattrs = xattrs
             (h.devMajor, h.devMinor) = dev
-            out += TarWriter.header(h)
-            out += content
-            out += [UInt8](repeating: 0, count: (512 - content.count % 512) % 512)
+            out += TarWriter.entry(h, content)
         }
         let text = Array(String(repeating: "eStargz lets a node start a container before its image is downloaded.\n", count: 40_000).utf8)
         add("5", "etc/", mode: 0o755)
@@ -42,7 +39,7 @@ public enum SampleLayer {
         add("0", "var/.wh..wh..opq", mode: 0o644)
         add("6", "var/fifo", mode: 0o644)
         add("3", "var/null", mode: 0o666, dev: (1, 3))
-        out += [UInt8](repeating: 0, count: 1024)
+        out += TarWriter.end
         return out
     }
 

@@ -315,6 +315,17 @@ public final class TarReader {
 /// Serializes tar headers the way Go's archive/tar does for the formats it picks: USTAR when the header
 /// fits, PAX records otherwise (long or non-ASCII names, xattrs, large numbers).
 public enum TarWriter {
+    /// One archive member: the header of `h` with its size set to `content.count`, the content, and zeros to the
+    /// next 512-byte block.
+    public static func entry(_ h: TarHeader, _ content: [UInt8] = []) -> [UInt8] {
+        var h = h
+        h.size = Int64(content.count)
+        return header(h) + content + [UInt8](repeating: 0, count: (512 - content.count % 512) % 512)
+    }
+
+    /// The end-of-archive marker: two zero blocks.
+    public static let end = [UInt8](repeating: 0, count: 1024)
+
     /// The header bytes (one or more 512-byte blocks) for `h`.
     public static func header(_ h: TarHeader) -> [UInt8] {
         var pax: [(String, [UInt8])] = []

@@ -522,11 +522,7 @@ struct Builder {
         var manifestPosition: String? = nil
         switch options.compression {
         case .gzip:
-            var h = TarHeader(typeflag: UInt8(ascii: "0"), name: ReservedName.toc)
-            h.size = Int64(json.count)
-            var raw = TarWriter.header(h) + json
-            raw += [UInt8](repeating: 0, count: (512 - json.count % 512) % 512)
-            raw += [UInt8](repeating: 0, count: 1024)
+            let raw = TarWriter.entry(TarHeader(typeflag: UInt8(ascii: "0"), name: ReservedName.toc), json) + TarWriter.end
             raw.withUnsafeBytes { diffHasher.update($0) }
             uncompressedSize += Int64(raw.count)
             let gz = GzipMemberCompressor(level: options.compressionLevel)

@@ -22,8 +22,7 @@ public enum HostileLayer {
         let json = Array(try JSONSerialization.data(withJSONObject: top, options: [.sortedKeys]))
         var h = TarHeader(typeflag: UInt8(ascii: "0"), name: ReservedName.toc)
         h.mode = 0o644
-        h.size = Int64(json.count)
-        let tar = TarWriter.header(h) + json + [UInt8](repeating: 0, count: (512 - json.count % 512) % 512 + 1024)
+        let tar = TarWriter.entry(h, json) + TarWriter.end
         let tocOffset = reader.footer.tocOffset
         let out = Array(blob[0..<Int(tocOffset)]) + GzipMemberCompressor(level: 6).compress(tar)
             + Footer.estargz(tocOffset: tocOffset)

@@ -29,9 +29,7 @@ public struct TarBuilder {
     /// Adds a regular file, owned by uid and gid `owner`.
     public func file(_ name: String, _ content: [UInt8], mode: Int64 = 0o644, owner: Int64 = 0) -> TarBuilder {
         var b = self
-        var h = header("0", name, mode: mode, owner: owner)
-        h.size = Int64(content.count)
-        b.out += TarWriter.header(h) + content + [UInt8](repeating: 0, count: (512 - content.count % 512) % 512)
+        b.out += TarWriter.entry(header("0", name, mode: mode, owner: owner), content)
         return b
     }
 
@@ -45,5 +43,5 @@ public struct TarBuilder {
     }
 
     /// The tar, with its end-of-archive marker.
-    public func bytes() -> [UInt8] { out + [UInt8](repeating: 0, count: 1024) }
+    public func bytes() -> [UInt8] { out + TarWriter.end }
 }

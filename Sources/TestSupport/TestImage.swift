@@ -123,10 +123,9 @@ public enum TestImage {
         for (name, content) in files {
             var h = TarHeader(typeflag: UInt8(ascii: "0"), name: name)
             h.mode = 0o644
-            h.size = Int64(content.count)
             h.modTime = 1_700_000_000
-            out += TarWriter.header(h) + content + [UInt8](repeating: 0, count: (512 - content.count % 512) % 512)
+            out += TarWriter.entry(h, content)
         }
-        return out + [UInt8](repeating: 0, count: 1024)
+        return out + TarWriter.end
     }
 }

@@ -25,9 +25,7 @@ enum Craft {
             tar = tocTar
         } else {
             let json = tocJSON ?? []
-            var h = TarHeader(typeflag: UInt8(ascii: "0"), name: ReservedName.toc)
-            h.size = Int64(json.count)
-            tar = TarWriter.header(h) + json + [UInt8](repeating: 0, count: (512 - json.count % 512) % 512 + 1024)
+            tar = TarWriter.entry(TarHeader(typeflag: UInt8(ascii: "0"), name: ReservedName.toc), json) + TarWriter.end
         }
         out += gz.compress(tar)
         out += Footer.estargz(tocOffset: tocOffset)

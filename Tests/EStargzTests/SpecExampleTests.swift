@@ -54,9 +54,7 @@ struct SpecExampleTests {
             let members = try blob.read(at: 0, length: Int(reader.footer.tocOffset))
             var stream: [UInt8] = []
             try members.withUnsafeBytes { m in _ = try GzipDecompressor.inflateAll(m) { stream.append(contentsOf: $0) } }
-            var tocHeader = TarHeader(typeflag: UInt8(ascii: "0"), name: ReservedName.toc)
-            tocHeader.size = Int64(json.count)
-            stream += TarWriter.header(tocHeader) + json + [UInt8](repeating: 0, count: (512 - json.count % 512) % 512 + 1024)
+            stream += TarWriter.entry(TarHeader(typeflag: UInt8(ascii: "0"), name: ReservedName.toc), json) + TarWriter.end
             #expect(stream.count == 4608)
             #expect(Digest.sha256(of: stream).description
                 == "sha256:1be725630c93354d1a1457e06031d8c6a4680ad646a9eda2096ecc3835db16ce")

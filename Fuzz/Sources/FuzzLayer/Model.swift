@@ -101,9 +101,7 @@ struct LayerModel {
         let json = tocJSON()
         var h = TarHeader(typeflag: UInt8(ascii: "0"), name: ReservedName.toc)
         h.mode = 0o644
-        h.size = Int64(json.count)
-        var tar = TarWriter.header(h) + json
-        tar += [UInt8](repeating: 0, count: (512 - json.count % 512) % 512 + 1024)
+        let tar = TarWriter.entry(h, json) + TarWriter.end
         let tocOffset = Int64(blob.count)
         blob += GzipMemberCompressor(level: level).compress(tar)
         if legacyFooter {

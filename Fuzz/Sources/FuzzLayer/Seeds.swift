@@ -15,15 +15,12 @@ enum Seeds {
             h.uid = uid
             h.gid = uid
             h.modTime = 1_700_000_000
-            h.size = Int64(content.count)
             h.linkName = link
             h.xattrs = xattrs
             (h.devMajor, h.devMinor) = dev
-            out += TarWriter.header(h)
-            out += content
-            out += [UInt8](repeating: 0, count: (512 - content.count % 512) % 512)
+            out += TarWriter.entry(h, content)
         }
-        func finish() -> [UInt8] { out + [UInt8](repeating: 0, count: 1024) }
+        func finish() -> [UInt8] { out + TarWriter.end }
     }
 
     static func pseudoRandom(_ n: Int, seed: UInt64) -> [UInt8] {
