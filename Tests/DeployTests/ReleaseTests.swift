@@ -27,13 +27,15 @@ struct ReleaseTests {
         return .success(path)
     }()
 
-    /// The tarball extracted into a fresh directory (removed by the caller).
-    func extracted() throws -> (tarball: String, dir: String) {
+    /// The tarball extracted into a fresh directory (the caller cleans it up).
+    func extracted() throws -> (tarball: String, dir: TempDir) {
         let tarball = try Self.tarball.get()
-        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("release-\(UUID().uuidString)").path
-        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
-        let r = try runCapturing("/usr/bin/tar", ["-xzf", tarball, "-C", dir])
-        guard r.status == 0 else { throw SupportError("tar -xzf \(tarball): \(r.err)") }
+        let dir = try TempDir()
+        let r = try runCapturing("/usr/bin/tar", ["-xzf", tarball, "-C", dir.path])
+        guard r.status == 0 else {
+            dir.cleanup()
+            throw SupportError("tar -xzf \(tarball): \(r.err)")
+        }
         return (tarball, dir)
     }
 
@@ -69,8 +71,9 @@ struct ReleaseTests {
 
     @Test("the executable needs only glibc, libstdc++ and libgcc_s, at versions RHEL 9 has, and no run path")
     func symbolVersions() throws {
-        let (_, dir) = try extracted()
-        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let (_, tmp) = try extracted()
+        defer { tmp.cleanup() }
+        let dir = tmp.path
         for exe in ["stargz-store"] {
             let deps = try ELFDependencies([UInt8](Data(contentsOf: URL(fileURLWithPath: dir + "/" + exe))))
             #expect(RHEL9.violations(deps) == [], "\(exe)")
@@ -100,8 +103,9 @@ struct ReleaseTests {
 
     @Test("--version prints the version and the commit of VERSION; the commit is this checkout's")
     func version() throws {
-        let (_, dir) = try extracted()
-        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let (_, tmp) = try extracted()
+        defer { tmp.cleanup() }
+        let dir = tmp.path
         let lines = try String(contentsOfFile: dir + "/VERSION", encoding: .utf8).split(separator: "\n")
         try #require(lines.count == 2 && lines[1].hasPrefix("commit "), "\(lines)")
         let version = String(lines[0]), commit = String(lines[1].dropFirst("commit ".count))
@@ -117,8 +121,9 @@ struct ReleaseTests {
 
     @Test("the tarball's config.toml and unit are today's defaults; the unit verifies with its binary in place")
     func configAndUnit() throws {
-        let (_, dir) = try extracted()
-        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let (_, tmp) = try extracted()
+        defer { tmp.cleanup() }
+        let dir = tmp.path
         let config = try String(contentsOfFile: dir + "/config.toml", encoding: .utf8)
         #expect(config == StoreConfiguration.defaultTOML)
         _ = try StoreConfiguration.parse(config, path: dir + "/config.toml")
@@ -137,8 +142,9 @@ struct ReleaseTests {
 
     @Test("the release stargz runs its format demo: zlib, libdeflate and zstd linked in work")
     func runs() throws {
-        let (_, dir) = try extracted()
-        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let (_, tmp) = try extracted()
+        defer { tmp.cleanup() }
+        let dir = tmp.path
         let r = try runCapturing(dir + "/stargz", ["demo", "--work-dir", dir + "/demo"])
         #expect(r.status == 0, "\(r.out) \(r.err)")
         #expect(r.out.contains("zstd:chunked") && r.out.contains("OK"), "\(r.out)")
@@ -146,8 +152,9 @@ struct ReleaseTests {
 
     @Test("deploy machineconfig --release-url reads the .sha256 beside the tarball; the unit's download step installs the release's stargz-store")
     func deployFromRelease() throws {
-        let (tarball, dir) = try extracted()
-        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let (tarball, tmp) = try extracted()
+        defer { tmp.cleanup() }
+        let dir = tmp.path
         // A mirror: the tarball and its .sha256, and a tarball whose .sha256 names another file.
         let mirror = dir + "/mirror"
         try FileManager.default.createDirectory(atPath: mirror, withIntermediateDirectories: true)
@@ -174,12 +181,8 @@ struct ReleaseTests {
         #expect(unit.contains("Environment=\"STARGZ_STORE_URL=\(url)\"\n"))
 
         // The unit's download step, as systemd would run it: fetch, check, install.
-        let joined = unit.replacingOccurrences(of: "\\\n", with: " ")
-        let line = try #require(joined.split(separator: "\n").first { $0.hasPrefix("ExecStartPre=/bin/sh -ec '") })
-        let script = String(line.dropFirst("ExecStartPre=/bin/sh -ec '".count).dropLast())
-            .replacingOccurrences(of: "$$", with: "$").replacingOccurrences(of: "%%", with: "%")
         let run = try runCapturing(
-            "/bin/sh", ["-ec", script],
+            "/bin/sh", ["-ec", try downloadScript(of: unit)],
             environment: ["STARGZ_STORE_URL": url, "STARGZ_STORE_SHA256": String(digest)])
         #expect(run.status == 0, "\(run.err)")
         let installed = try runCapturing(node + "/usr/local/bin/stargz-store", ["--version"])

@@ -16,6 +16,18 @@ func expectGolden(_ name: String, _ text: String, sourceLocation: SourceLocation
     #expect(text == expected, "differs from Golden/\(name) (STARGZ_RECORD_GOLDEN=1 rewrites it)", sourceLocation: sourceLocation)
 }
 
+/// The unit's download step as the shell sees it: continuation lines joined, systemd's `$$` and `%%` undone.
+func downloadScript(of unit: String, sourceLocation: SourceLocation = #_sourceLocation) throws -> String {
+    let joined = unit.replacingOccurrences(of: "\\\n", with: " ")
+    let line = try #require(
+        joined.split(separator: "\n").first { $0.hasPrefix("ExecStartPre=/bin/sh -ec '") }, sourceLocation: sourceLocation)
+    var s = String(line.dropFirst("ExecStartPre=/bin/sh -ec '".count))
+    #expect(s.hasSuffix("'"), sourceLocation: sourceLocation)
+    s.removeLast()
+    #expect(!s.contains("'"), sourceLocation: sourceLocation)
+    return s.replacingOccurrences(of: "$$", with: "$").replacingOccurrences(of: "%%", with: "%")
+}
+
 /// A fresh directory, removed by `cleanup()`.
 struct TempDir {
     let url = FileManager.default.temporaryDirectory.appendingPathComponent("deploy-tests-\(UUID().uuidString)")

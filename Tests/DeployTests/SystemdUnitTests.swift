@@ -71,20 +71,9 @@ struct SystemdUnitTests {
         #expect(try dir.mode("/root/var/lib/other-store/store") == 0o700)
     }
 
-    /// The download step as the shell sees it: continuation lines joined, systemd's `$$` and `%%` undone.
-    func script(of unit: String) throws -> String {
-        let joined = unit.replacingOccurrences(of: "\\\n", with: " ")
-        let line = try #require(joined.split(separator: "\n").first { $0.hasPrefix("ExecStartPre=/bin/sh -ec '") })
-        var s = String(line.dropFirst("ExecStartPre=/bin/sh -ec '".count))
-        #expect(s.hasSuffix("'"))
-        s.removeLast()
-        #expect(!s.contains("'"))
-        return s.replacingOccurrences(of: "$$", with: "$").replacingOccurrences(of: "%%", with: "%")
-    }
-
     func runScript(_ unit: String, url: String, sha256: String) throws -> (Int32, String) {
         let r = try shell(
-            ["/bin/sh", "-ec", try script(of: unit)],
+            ["/bin/sh", "-ec", try downloadScript(of: unit)],
             environment: ["PATH": "/usr/bin:/bin:/usr/sbin:/sbin", "STARGZ_STORE_URL": url, "STARGZ_STORE_SHA256": sha256])
         return (r.status, r.err)
     }

@@ -105,9 +105,7 @@ struct StoreSecurityTests {
         try await client.shutdown()
 
         try await withTemporaryDirectory("store-hostile") { dir in
-            let config = dir + "/config.toml"
-            try "noprefetch = true\n[[resolver.host.\"\(registry.host)\".mirrors]]\nhost = \"\(registry.host)\"\ninsecure = true\n"
-                .write(toFile: config, atomically: true, encoding: .utf8)
+            let config = try writeStoreConfig(dir, plainHTTP: registry.host, settings: "noprefetch = true\n")
             let store = try StoreProcess(binary: storeBinary, directory: dir, config: config)
             defer { store.stop() }
             for image in images {
@@ -151,9 +149,8 @@ struct StoreSecurityTests {
         _ = fcntl(listener, F_SETFL, fcntl(listener, F_GETFL) | O_NONBLOCK)
 
         try await withTemporaryDirectory("store-root-only") { dir in
-            let config = dir + "/config.toml"
-            try "noprefetch = true\n[blob]\nmax_retries = 0\n[[resolver.host.\"127.0.0.1:\(port)\".mirrors]]\nhost = \"127.0.0.1:\(port)\"\ninsecure = true\n"
-                .write(toFile: config, atomically: true, encoding: .utf8)
+            let config = try writeStoreConfig(
+                dir, plainHTTP: "127.0.0.1:\(port)", settings: "noprefetch = true\n[blob]\nmax_retries = 0\n")
             let store = try StoreProcess(binary: storeBinary, directory: dir, config: config)
             defer { store.stop() }
             var st = stat()
@@ -308,9 +305,7 @@ struct StoreSecurityTests {
         try await TestImage.pushEStargz(client, ref, blobs: [try estargz(try busyboxTar()), try estargz(user)])
         try await client.shutdown()
         try await withTemporaryDirectory("store-owners") { dir in
-            let config = dir + "/config.toml"
-            try "[[resolver.host.\"\(registry.host)\".mirrors]]\nhost = \"\(registry.host)\"\ninsecure = true\n"
-                .write(toFile: config, atomically: true, encoding: .utf8)
+            let config = try writeStoreConfig(dir, plainHTTP: registry.host)
             let store = try StoreProcess(binary: storeBinary, directory: dir, config: config)
             defer { store.stop() }
             let podman = try TestPodman(additionalLayerStore: store.mountpoint)

@@ -11,6 +11,15 @@ import Testing
 @preconcurrency import Glibc
 #endif
 
+/// Writes DIR/config.toml for a store that reaches `host` (the tests' registry) over plain HTTP, with `settings`
+/// (top-level keys and tables, each line ending in a newline) before the mirror; returns its path.
+func writeStoreConfig(_ dir: String, plainHTTP host: String, settings: String = "") throws -> String {
+    let path = dir + "/config.toml"
+    try (settings + "[[resolver.host.\"\(host)\".mirrors]]\nhost = \"\(host)\"\ninsecure = true\n")
+        .write(toFile: path, atomically: true, encoding: .utf8)
+    return path
+}
+
 /// A `stargz-store` process: started with NOTIFY_SOCKET, ready when it sends READY=1.
 final class StoreProcess {
     let process = Process()
@@ -90,14 +99,8 @@ struct StoreTests {
         try await client.shutdown()
 
         try await withTemporaryDirectory("store-e2e") { dir in
-            let config = dir + "/config.toml"
             let metrics = "127.0.0.1:\(try freePort())"
-            try """
-                metrics_address = "\(metrics)"
-                [[resolver.host."\(registry.host)".mirrors]]
-                host = "\(registry.host)"
-                insecure = true
-                """.write(toFile: config, atomically: true, encoding: .utf8)
+            let config = try writeStoreConfig(dir, plainHTTP: registry.host, settings: "metrics_address = \"\(metrics)\"\n")
             func metric(_ name: String) throws -> Int {
                 let text = try httpGet(metrics, "/metrics")
                 let line = text.split(separator: "\n").first { $0.hasPrefix(name + " ") }
@@ -158,9 +161,7 @@ struct StoreTests {
         try await client.shutdown()
 
         try await withTemporaryDirectory("store-tamper") { dir in
-            let config = dir + "/config.toml"
-            try "[[resolver.host.\"\(registry.host)\".mirrors]]\nhost = \"\(registry.host)\"\ninsecure = true\n"
-                .write(toFile: config, atomically: true, encoding: .utf8)
+            let config = try writeStoreConfig(dir, plainHTTP: registry.host)
             var store = try StoreProcess(binary: storeBinary, directory: dir, config: config)
             defer { store.stop() }
             let podman = try TestPodman(additionalLayerStore: store.mountpoint)
@@ -201,9 +202,7 @@ struct StoreTests {
             let auth = dir + "/auth.json"
             try "{\"auths\":{\"\(registry.host)\":{\"auth\":\"\(Data("alice:s3cret".utf8).base64EncodedString())\"}}}"
                 .write(toFile: auth, atomically: true, encoding: .utf8)
-            let config = dir + "/config.toml"
-            try "[[resolver.host.\"\(registry.host)\".mirrors]]\nhost = \"\(registry.host)\"\ninsecure = true\n"
-                .write(toFile: config, atomically: true, encoding: .utf8)
+            let config = try writeStoreConfig(dir, plainHTTP: registry.host)
             let store = try StoreProcess(binary: storeBinary, directory: dir, config: config, environment: ["REGISTRY_AUTH_FILE": auth])
             defer { store.stop() }
             let podman = try TestPodman(additionalLayerStore: store.mountpoint)
