@@ -133,6 +133,10 @@ let package = Package(
         .testTarget(name: "CompressionTests", dependencies: ["Compression"], swiftSettings: swiftSettings),
         .testTarget(name: "OCITests", dependencies: ["OCI"], swiftSettings: swiftSettings),
         .testTarget(
+            name: "FUSETests", dependencies: ["FUSE", "CLinuxFUSE", .product(name: "Logging", package: "swift-log")],
+            exclude: ["Fixtures"],  // recorded requests, read by the tests from the source tree
+            swiftSettings: swiftSettings),
+        .testTarget(
             name: "LazyLayerTests",
             dependencies: [
                 "LazyLayer", "FUSE", "CLinuxFUSE", "CLinuxSys", "Store", "Registry", "EStargz", "OCI", "TestSupport", "Convert",

@@ -256,14 +256,31 @@ public final class EStargzReader: Sendable {
         return Self.chunkIndex(cs, containing: offset).map { cs[$0] }
     }
 
-    /// The index of the chunk in `cs` (file order) that holds file offset `offset`.
-    static func chunkIndex(_ cs: [Chunk], containing offset: Int64) -> Int? {
+    /// The chunks of regular file `node` that `range` (file offsets) touches, in file order; empty when the
+    /// range is empty or past the end, and short of the range only when the TOC's chunks do not cover it.
+    public func chunks(of node: EntryID, overlapping range: Range<Int64>) -> ArraySlice<Chunk> {
+        let cs = chunks(of: node)
+        guard !range.isEmpty else { return [] }
+        let first = Self.firstChunk(cs, endingAfter: range.lowerBound)
+        var last = first
+        while last < cs.count, cs[last].fileOffset < range.upperBound { last += 1 }
+        return cs[first..<last]
+    }
+
+    /// The index of the first chunk in `cs` (file order) that ends after `offset` (`cs.count`: none).
+    static func firstChunk(_ cs: [Chunk], endingAfter offset: Int64) -> Int {
         var lo = 0
         var hi = cs.count
         while lo < hi {
             let mid = (lo + hi) / 2
             if cs[mid].fileOffset + cs[mid].size <= offset { lo = mid + 1 } else { hi = mid }
         }
+        return lo
+    }
+
+    /// The index of the chunk in `cs` (file order) that holds file offset `offset`.
+    static func chunkIndex(_ cs: [Chunk], containing offset: Int64) -> Int? {
+        let lo = firstChunk(cs, endingAfter: offset)
         guard lo < cs.count, cs[lo].fileOffset <= offset, offset < cs[lo].fileOffset + cs[lo].size else { return nil }
         return lo
     }

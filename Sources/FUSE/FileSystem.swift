@@ -101,28 +101,59 @@ public struct FUSEError: Error, Sendable, Equatable, CustomStringConvertible {
 
     public var description: String { "errno \(errno)" + (message.isEmpty ? "" : ": \(message)") }
 
-    /// The one mapping from any error to the errno a FUSE reply carries: FUSEError keeps its own,
-    /// cancellation is EINTR, anything else (fetch or verification failures) is EIO.
+    /// The one mapping from any error to the errno a FUSE reply carries: FUSEError keeps its own, an
+    /// ``ErrnoConvertible`` error gives its own, cancellation is EINTR, anything else (fetch or verification
+    /// failures) is EIO.
     public init(replyingTo error: any Error) {
         switch error {
         case let e as FUSEError: self = e
+        case let e as any ErrnoConvertible: self = FUSEError(e.errno, "\(e)")
         case is CancellationError: self = FUSEError(EINTR, "cancelled")
         default: self = FUSEError(EIO, "\(error)")
         }
     }
 }
 
+/// An error that knows the errno it is answered with (a layer's own error type, mapped in one place).
+public protocol ErrnoConvertible: Error {
+    /// The errno (positive) a FUSE reply carries for it.
+    var errno: Int32 { get }
+}
+
+/// How a filesystem answers an operation: at once, on the FUSE reader thread that asked, or later, after
+/// awaiting something (the network), in a task the session starts, owns, and cancels on `FUSE_INTERRUPT` or unmount.
+public enum Answer<Value: Sendable>: Sendable {
+    /// The answer, now.
+    case now(Value)
+    /// Work that produces the answer; run in a task, never on a reader thread.
+    case later(@Sendable () async throws -> Value)
+
+    /// The answer, awaiting it if it comes later.
+    public var value: Value {
+        get async throws {
+            switch self {
+            case .now(let v): v
+            case .later(let work): try await work()
+            }
+        }
+    }
+
+    /// The answer if it is at hand now; nil if it needs work.
+    public var immediate: Value? {
+        if case .now(let v) = self { return v }
+        return nil
+    }
+}
+
 /// A read-only tree served through FUSE. It knows nothing of the protocol.
 ///
-/// Node ids are stable for the life of the mount; 1 is the root. The metadata operations and
-/// ``cachedRead(node:offset:size:)`` are called on FUSE reader threads and must not block on the network;
-/// ``read(node:offset:size:)`` is called in a task when the cached read had nothing.
+/// Node ids are stable for the life of the mount; 1 is the root. Every method is called on a FUSE reader
+/// thread and must not block on the network: what needs the network is answered ``Answer/later(_:)``.
 /// Lookups are not counted: nodes live as long as the filesystem, so `forget` needs nothing.
 public protocol FileSystem: Sendable {
-    /// The node `name` names in directory `parent`. EAGAIN sends the lookup to the async variant, in a task.
-    func lookup(parent: UInt64, name: UnsafeRawBufferPointer) throws(FUSEError) -> FileAttributes
-    /// A lookup that needs the network (after the synchronous one answered EAGAIN). Runs in a task.
-    func lookup(parent: UInt64, name: [UInt8]) async throws -> FileAttributes
+    /// The node `name` names in directory `parent` (ENOENT: none; the kernel may cache that answer when it comes
+    /// at once).
+    func lookup(parent: UInt64, name: UnsafeRawBufferPointer) throws(FUSEError) -> Answer<FileAttributes>
     /// The attributes of a node.
     func attributes(node: UInt64) throws(FUSEError) -> FileAttributes
     /// The target of a symlink.
@@ -137,33 +168,36 @@ public protocol FileSystem: Sendable {
     func open(node: UInt64, flags: UInt32) throws(FUSEError)
     /// Totals for `statfs`.
     func statistics() -> FileSystemStatistics
-    /// The bytes of `[offset, offset+size)` if they are at hand without waiting for the network
-    /// (a short result at the end of the file); nil sends the read to ``read(node:offset:size:)``.
-    func cachedRead(node: UInt64, offset: UInt64, size: Int) throws(FUSEError) -> [UInt8]?
-    /// Reads bytes, fetching what is missing. Runs in a task; cancelled by a FUSE interrupt.
-    func read(node: UInt64, offset: UInt64, size: Int) async throws -> [UInt8]
-    /// See the extension: EROFS unless a tree takes notifications this way.
-    func create(parent: UInt64, name: UnsafeRawBufferPointer) throws(FUSEError)
-    /// See the extension: EROFS unless a tree takes notifications this way.
-    func rmdir(parent: UInt64, name: UnsafeRawBufferPointer) throws(FUSEError)
+    /// The bytes of `[offset, offset+size)` (a short result at the end of the file): at once when they are at
+    /// hand, later when they must be fetched.
+    func read(node: UInt64, offset: UInt64, size: Int) throws(FUSEError) -> Answer<[UInt8]>
+}
+
+/// A capability: the filesystem takes `create(2)` and `rmdir(2)` as notifications (the Additional Layer Store
+/// protocol counts a layer's users with a `create` of `<layer>/use` and releases it with an `rmdir` of the layer
+/// directory). The mount must then be read-write (``FUSESession/Options/readOnly`` false); every other write is
+/// still EROFS. A filesystem that does not adopt this answers both with EROFS.
+public protocol ChangeNotifications: FileSystem {
+    /// A `create` of `name` in `parent`; returns the error the create answers with (the tree never creates).
+    func created(parent: UInt64, name: UnsafeRawBufferPointer) -> FUSEError
+    /// An `rmdir` of `name` in `parent`; returns the error it answers with, or nil for success.
+    func removedDirectory(parent: UInt64, name: UnsafeRawBufferPointer) -> FUSEError?
 }
 
 extension FileSystem {
-    /// By default the synchronous lookup answers everything.
-    public func lookup(parent: UInt64, name: [UInt8]) async throws -> FileAttributes {
-        try lookup(parent: parent, nameBytes: name)
+    /// A lookup of a name held in an array, awaiting the answer if it comes later.
+    public func lookup(parent: UInt64, nameBytes name: [UInt8]) async throws -> FileAttributes {
+        let answer = try name.withUnsafeBytes { b in try lookup(parent: parent, name: b) }
+        return try await answer.value
     }
 
-    /// The synchronous lookup, for a name held in an array.
-    public func lookup(parent: UInt64, nameBytes name: [UInt8]) throws(FUSEError) -> FileAttributes {
-        let r: Result<FileAttributes, FUSEError> = name.withUnsafeBytes { b in
-            do throws(FUSEError) { return .success(try lookup(parent: parent, name: b)) } catch { return .failure(error) }
-        }
-        return try r.get()
+    /// The bytes of a read that is answered at once (from what is at hand), nil if it would fetch.
+    public func cachedRead(node: UInt64, offset: UInt64, size: Int) throws(FUSEError) -> [UInt8]? {
+        try read(node: node, offset: offset, size: size).immediate
     }
 
-    /// A `create(2)` of `name` in `parent` (the store counts references this way). Read-only trees: EROFS.
-    public func create(parent: UInt64, name: UnsafeRawBufferPointer) throws(FUSEError) { throw FUSEError(EROFS) }
-    /// An `rmdir(2)` of `name` in `parent` (the store's release notification). Read-only trees: EROFS.
-    public func rmdir(parent: UInt64, name: UnsafeRawBufferPointer) throws(FUSEError) { throw FUSEError(EROFS) }
+    /// A read, awaiting the bytes if they must be fetched.
+    public func readBytes(node: UInt64, offset: UInt64, size: Int) async throws -> [UInt8] {
+        try await read(node: node, offset: offset, size: size).value
+    }
 }

@@ -41,7 +41,6 @@ public enum LayerFuzzDriver {
             return rep
         }
         rep.opened = true
-        defer { layer.close() }
         // A second reader over the whole blob, for the differential check.
         let direct = try? EStargzReader(blob: MemoryBlob(bytes))
         _ = layer.statistics()
@@ -78,7 +77,7 @@ public enum LayerFuzzDriver {
                 }
                 for e in list.prefix(300) {
                     do {
-                        let a = try layer.lookup(parent: node, nameBytes: e.name)
+                        let a = try await layer.lookup(parent: node, nameBytes: e.name)
                         if a.inode != e.inode && e.type != 0o020000 {
                             violation("readdir of \(node) lists \(e.inode) but lookup finds \(a.inode)")
                         }
@@ -89,9 +88,9 @@ public enum LayerFuzzDriver {
                 }
                 for name in [[], Array(".".utf8), Array("..".utf8), Array("a/b".utf8), Array(".wh.x".utf8),
                              [UInt8](repeating: 0x61, count: 300), [0xff, 0]] as [[UInt8]] {
-                    _ = try? layer.lookup(parent: node, nameBytes: name)
+                    _ = try? await layer.lookup(parent: node, nameBytes: name)
                 }
-                _ = try? await layer.lookup(parent: node, name: Array("nonexistent".utf8))
+                _ = try? await layer.lookup(parent: node, nameBytes: Array("nonexistent".utf8))
                 _ = try? layer.readlink(node: node)
                 _ = try? layer.cachedRead(node: node, offset: 0, size: 4096)
             case 0o120000:
@@ -120,7 +119,7 @@ public enum LayerFuzzDriver {
                         continue
                     }
                     let got: [UInt8]
-                    do { got = try await layer.read(node: node, offset: off, size: size) } catch {
+                    do { got = try await layer.readBytes(node: node, offset: off, size: size) } catch {
                         rep.errors += 1
                         if cached != nil { violation("cachedRead of \(node) at \(off) answered but read failed: \(error)") }
                         continue
@@ -151,7 +150,7 @@ public enum LayerFuzzDriver {
             let asks: [(UInt64, Int)] = [(0, 131_072), (0, 131_072), (s / 2, 4096), (0, 131_072), (s / 2, 4096), (s &- 1, 1)]
             let results = await withTaskGroup(of: (Int, [UInt8]?).self) { g in
                 for (i, a) in asks.enumerated() {
-                    g.addTask { (i, try? await layer.read(node: node, offset: a.0, size: a.1)) }
+                    g.addTask { (i, try? await layer.readBytes(node: node, offset: a.0, size: a.1)) }
                 }
                 var out = [[UInt8]?](repeating: nil, count: asks.count)
                 for await (i, r) in g { out[i] = r }
@@ -176,6 +175,7 @@ public enum LayerFuzzDriver {
         await layer.waitForBackgroundWork()
         for node in queue.prefix(64) { _ = try? layer.cachedRead(node: node, offset: 0, size: 131_072) }
         _ = layer.fetchStatistics
+        await layer.close()
         return rep
     }
 }

@@ -147,7 +147,7 @@ public struct StoreCommand: AsyncParsableCommand {
 
         await stop.wait()
         SystemdNotify.send("STOPPING=1")
-        manager.close()
+        await manager.close()
         await runBlocking { session.unmount() }
         await metricsServer?.close()
         try? await client.shutdown()

@@ -244,7 +244,7 @@ public final class LayerManager: Sendable {
                     return true
                 }
                 if unclaimed, let layer = try? await started.value {
-                    layer.lazy.close()
+                    await layer.lazy.close()
                     logger.debug("dropped a layer resolved ahead that was never asked for", metadata: ["image.ref": "\(ref)", "layer.digest": "\(digest)"])
                 }
             }
@@ -287,7 +287,9 @@ public final class LayerManager: Sendable {
         logger.info("layer is marked as RELEASE", metadata: ["image.ref": "\(ref)", "layer.digest": "\(digest)", "refcounter": "\(n)"])
         if n <= 0 {
             state.withLock { _ = $0.layers.removeValue(forKey: key) }
-            layer.lazy.close()
+            // Called on a FUSE reader thread, which must not wait: the layer's tasks are cancelled and awaited
+            // in a task of their own.
+            Task { await layer.lazy.close() }
             // Keep the released layer's fetch totals in the counters.
             var v: [String: Int64] = [:]
             Self.count(layer.lazy.fetchStatistics, into: &v)
@@ -298,9 +300,9 @@ public final class LayerManager: Sendable {
         return true
     }
 
-    /// Stops every layer's background work.
-    public func close() {
-        for l in state.withLock({ Array($0.layers.values) }) { l.lazy.close() }
+    /// Stops every layer's fetches and background work, and waits for them.
+    public func close() async {
+        for l in state.withLock({ Array($0.layers.values) }) { await l.lazy.close() }
     }
 }
 

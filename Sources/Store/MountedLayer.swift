@@ -44,7 +44,7 @@ public final class MountedLayer: Sendable {
 
     /// Stops background work and unmounts; waits for the FUSE readers to exit (on a Dispatch thread).
     public func unmount() async {
-        layer.close()
+        await layer.close()
         let s = session
         await runBlocking { s.unmount() }
     }

@@ -20,7 +20,7 @@ import Synchronization
 /// `default_permissions`, so the kernel refuses any other account a lookup before the store hears of it (no
 /// resolution, no request to a registry, no reference taken). Inside a layer the kernel checks each node's own
 /// mode, owner and group as the TOC gives them.
-public final class StoreFileSystem: FileSystem {
+public final class StoreFileSystem: FileSystem, ChangeNotifications {
     let manager: LayerManager
     let logger: Logger
     let resolveTimeout: Duration
@@ -72,10 +72,13 @@ public final class StoreFileSystem: FileSystem {
     /// A `<base64 ref>` or `<digest>` directory: searchable by anyone who got past the root.
     static func dirAttributes(_ inode: UInt64) -> FileAttributes { FileAttributes(inode: inode, mode: 0o040555, linkCount: 2) }
 
-    /// A resolved layer, or EAGAIN: the lookup is then run again in a task, after ``resolveAsync``.
-    func resolve(_ ref: Reference, _ digest: Digest) throws(FUSEError) -> StoreLayer {
-        if let l = manager.layer(ref, digest) { return l }
-        throw FUSEError(EAGAIN, "resolving")
+    /// The answer for a name in a layer directory: at once when the layer is resolved, else after resolving it
+    /// (off the reader threads).
+    func withLayer(
+        _ ref: Reference, _ digest: Digest, _ answer: @escaping @Sendable (StoreLayer) throws(FUSEError) -> FileAttributes
+    ) throws(FUSEError) -> Answer<FileAttributes> {
+        if let l = manager.layer(ref, digest) { return .now(try answer(l)) }
+        return .later { [self] in try answer(try await resolveAsync(ref, digest)) }
     }
 
     /// Resolves a layer off the reader threads; a layer the store does not serve is ENOENT ("not here"), and so
@@ -153,11 +156,6 @@ public final class StoreFileSystem: FileSystem {
         }
     }
 
-    public func lookup(parent: UInt64, name: [UInt8]) async throws -> FileAttributes {
-        if case .layer(let ref, let d) = node(parent) { _ = try await resolveAsync(ref, d) }
-        return try lookup(parent: parent, nameBytes: name)
-    }
-
     // MARK: Layer trees
 
     static func split(_ inode: UInt64) -> (layer: UInt32, node: UInt64)? {
@@ -178,7 +176,7 @@ public final class StoreFileSystem: FileSystem {
 
     // MARK: FileSystem
 
-    public func lookup(parent: UInt64, name: UnsafeRawBufferPointer) throws(FUSEError) -> FileAttributes {
+    public func lookup(parent: UInt64, name: UnsafeRawBufferPointer) throws(FUSEError) -> Answer<FileAttributes> {
         let text = String(decoding: name, as: UTF8.self)
         if parent == 1 {
             guard let bytes = Base64.decode(Array(name)), let refString = String(validating: bytes, as: UTF8.self),
@@ -186,27 +184,29 @@ public final class StoreFileSystem: FileSystem {
             else {
                 throw FUSEError(EINVAL, "\"\(text)\" is not the base64 of an image reference")
             }
-            return Self.dirAttributes(id(.ref(ref)))
+            return .now(Self.dirAttributes(id(.ref(ref))))
         }
         if Self.split(parent) != nil {
             let (layer, n) = try tree(parent)
-            return Self.outer(layer, try layer.lazy.lookup(parent: n, name: name))
+            switch try layer.lazy.lookup(parent: n, name: name) {
+            case .now(let a): return .now(Self.outer(layer, a))
+            case .later(let work): return .later { Self.outer(layer, try await work()) }
+            }
         }
         switch node(parent) {
         case .ref(let ref):
             guard let d = Digest(text) else { throw FUSEError(EINVAL, "\"\(text)\" is not a digest") }
-            return Self.dirAttributes(id(.layer(ref, d)))
+            return .now(Self.dirAttributes(id(.layer(ref, d))))
         case .layer(let ref, let d):
             switch text {
             case "diff":
-                let layer = try resolve(ref, d)
-                return Self.outer(layer, try layer.lazy.attributes(node: 1))
+                return try withLayer(ref, d) { (layer) throws(FUSEError) in Self.outer(layer, try layer.lazy.attributes(node: 1)) }
             case "info":
-                let layer = try resolve(ref, d)
-                return FileAttributes(inode: id(.info(ref, d)), mode: 0o100400, size: UInt64(layer.info.count))
+                let inode = id(.info(ref, d))
+                return try withLayer(ref, d) { FileAttributes(inode: inode, mode: 0o100400, size: UInt64($0.info.count)) }
             case "blob":
-                let layer = try resolve(ref, d)
-                return FileAttributes(inode: id(.blob(ref, d)), mode: 0o100400, size: UInt64(layer.descriptor.size))
+                let inode = id(.blob(ref, d))
+                return try withLayer(ref, d) { FileAttributes(inode: inode, mode: 0o100400, size: UInt64($0.descriptor.size)) }
             default:
                 throw .notFound  // `use` included: it never exists
             }
@@ -279,44 +279,44 @@ public final class StoreFileSystem: FileSystem {
 
     public func statistics() -> FileSystemStatistics { FileSystemStatistics(blocks: 0, files: 0) }
 
-    public func cachedRead(node inode: UInt64, offset: UInt64, size: Int) throws(FUSEError) -> [UInt8]? {
+    public func read(node inode: UInt64, offset: UInt64, size: Int) throws(FUSEError) -> Answer<[UInt8]> {
         if Self.split(inode) != nil {
             let (layer, n) = try tree(inode)
-            return try layer.lazy.cachedRead(node: n, offset: offset, size: size)
+            return try layer.lazy.read(node: n, offset: offset, size: size)
         }
-        if case .info(let ref, let d) = node(inode) {
+        switch node(inode) {
+        case .info(let ref, let d):
             guard let l = manager.layer(ref, d) else { throw .notFound }
             let from = Int(min(UInt64(l.info.count), offset))
-            return Array(l.info[from..<min(l.info.count, from + size)])
+            return .now(Array(l.info[from..<min(l.info.count, from + size)]))
+        case .blob(let ref, let d):
+            guard let l = manager.layer(ref, d) else { throw .notFound }
+            let start = Int64(min(UInt64(l.descriptor.size), offset))
+            let end = min(l.descriptor.size, start + Int64(size))
+            guard start < end else { return .now([]) }
+            return .later { try await l.blob.read([start..<end])[0] }
+        default:
+            throw .notFound
         }
-        return nil
     }
 
-    public func read(node inode: UInt64, offset: UInt64, size: Int) async throws -> [UInt8] {
-        if Self.split(inode) != nil {
-            let (layer, n) = try tree(inode)
-            return try await layer.lazy.read(node: n, offset: offset, size: size)
-        }
-        guard case .blob(let ref, let d) = node(inode), let l = manager.layer(ref, d) else { throw FUSEError.notFound }
-        let start = Int64(min(UInt64(l.descriptor.size), offset))
-        let end = min(l.descriptor.size, start + Int64(size))
-        guard start < end else { return [] }
-        return try await l.blob.read([start..<end])[0]
-    }
+    // MARK: ChangeNotifications
 
-    public func create(parent: UInt64, name: UnsafeRawBufferPointer) throws(FUSEError) {
+    /// A `create` of `<layer>/use` counts a user of the layer (containers/storage does it once per mount).
+    public func created(parent: UInt64, name: UnsafeRawBufferPointer) -> FUSEError {
         if case .layer(let ref, let d) = node(parent), String(decoding: name, as: UTF8.self) == "use",
             let l = manager.layer(ref, d)
         {
             manager.use(l)
         }
-        throw .notFound  // what containers/storage expects after counting
+        return .notFound  // what containers/storage expects after counting
     }
 
-    public func rmdir(parent: UInt64, name: UnsafeRawBufferPointer) throws(FUSEError) {
-        guard case .ref(let ref) = node(parent) else { throw FUSEError(EROFS) }
-        guard let d = Digest(String(decoding: name, as: UTF8.self)) else { throw FUSEError(EINVAL) }
-        guard manager.release(ref, d) else { throw FUSEError(EIO, "layer \(ref)/\(d) is not known") }
-        throw .notFound
+    /// An `rmdir` of `<ref>/<digest>` releases a user of the layer.
+    public func removedDirectory(parent: UInt64, name: UnsafeRawBufferPointer) -> FUSEError? {
+        guard case .ref(let ref) = node(parent) else { return FUSEError(EROFS) }
+        guard let d = Digest(String(decoding: name, as: UTF8.self)) else { return FUSEError(EINVAL) }
+        guard manager.release(ref, d) else { return FUSEError(EIO, "layer \(ref)/\(d) is not known") }
+        return .notFound
     }
 }

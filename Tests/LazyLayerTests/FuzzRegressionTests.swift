@@ -33,9 +33,8 @@ struct FuzzRegressionTests {
             try Data(contentsOf: URL(fileURLWithPath: "\(reproducerDirectory)/whiteout-directory-open-eisdir.esgz")))
         let layer = try await LazyLayer.open(
             MemoryBlobSource(bytes), options: LazyLayerOptions(prefetch: false, backgroundFetch: false))
-        defer { layer.close() }
-        let etc = try layer.lookup(parent: 1, nameBytes: Array("etc".utf8))
-        let wh = try layer.lookup(parent: etc.inode, nameBytes: Array("os-release".utf8))
+        let etc = try await layer.lookup(parent: 1, nameBytes: Array("etc".utf8))
+        let wh = try await layer.lookup(parent: etc.inode, nameBytes: Array("os-release".utf8))
         #expect(wh.mode == 0o020000 && wh.device == (0, 0))
         #expect(try layer.entries(directory: etc.inode).map(\.type) == [0o020000])
         // It opens as a device with no driver would (the kernel never asks: it opens devices itself), lists

@@ -33,7 +33,7 @@ struct LayerManagerTests {
         let second = try await manager.resolve(ref, layers[2].digest)
         #expect(second === ahead && second.lazy.backgroundWorkStarted)
         #expect(manager.metrics.render().contains("stargz_store_layers_resolved_total 2"))
-        manager.close()
+        await manager.close()
 
         // By TOC digest, as containers/storage ≥ 1.54 asks.
         let byTOC = LayerManager(client: client, options: options, logger: Logger(label: "test"))
@@ -42,7 +42,7 @@ struct LayerManagerTests {
         #expect(!byTOC.isKnown(ref, layers[0].digest))
         let viaTOC = try await byTOC.resolve(ref, tocs[0])
         #expect(String(decoding: viaTOC.info, as: UTF8.self).contains("\"toc-digest\""))
-        byTOC.close()
+        await byTOC.close()
         try await client.shutdown()
     }
 }

@@ -14,61 +14,36 @@ import Testing
 @preconcurrency import Glibc
 #endif
 
-@Suite("FUSE kernel ABI")
-struct ABITests {
-    @Test("struct sizes match the kernel's (7.38 header)")
-    func sizes() {
-        #expect(MemoryLayout<fuse_in_header>.size == 40)
-        #expect(MemoryLayout<fuse_out_header>.size == 16)
-        #expect(MemoryLayout<fuse_attr>.size == 88)
-        #expect(MemoryLayout<fuse_entry_out>.size == 128)
-        #expect(MemoryLayout<fuse_attr_out>.size == 104)
-        #expect(MemoryLayout<fuse_init_in>.size == 64)
-        #expect(MemoryLayout<fuse_init_out>.size == 64)
-        #expect(MemoryLayout<fuse_open_in>.size == 8)
-        #expect(MemoryLayout<fuse_open_out>.size == 16)
-        #expect(MemoryLayout<fuse_read_in>.size == 40)
-        #expect(MemoryLayout<fuse_release_in>.size == 24)
-        #expect(MemoryLayout<fuse_getxattr_in>.size == 8)
-        #expect(MemoryLayout<fuse_getxattr_out>.size == 8)
-        #expect(MemoryLayout<fuse_statfs_out>.size == 80)
-        #expect(MemoryLayout<fuse_interrupt_in>.size == 8)
-        #expect(CLinuxFUSE_nameOffset() == 24)
-        #expect(CLinuxFUSE_nameOffsetPlus() == 152)
-        #expect(CLinuxFUSE_direntSize(1) == 32)
-    }
-}
-
 @Suite("Lazy layer without a kernel")
 struct LayerTreeTests {
     @Test("the tree, whiteouts and contents through the FileSystem API; chunks fetched once")
     func inProcess() async throws {
         let blob = try fixture("kitchen-sink.chunk64k.esgz")
         let layer = try await LazyLayer.open(MemoryBlobSource(blob), options: try quietOptions())
-        func lookup(_ parent: UInt64, _ name: String) throws(FUSEError) -> FileAttributes {
-            try layer.lookup(parent: parent, nameBytes: Array(name.utf8))
+        func lookup(_ parent: UInt64, _ name: String) async throws -> FileAttributes {
+            try await layer.lookup(parent: parent, nameBytes: Array(name.utf8))
         }
-        let etc = try lookup(1, "etc")
+        let etc = try await lookup(1, "etc")
         #expect(etc.mode == 0o040755)
-        let removed = try lookup(etc.inode, "removed")
+        let removed = try await lookup(etc.inode, "removed")
         #expect(removed.mode == 0o020000 && removed.device == (0, 0))
-        #expect(throws: FUSEError.notFound) { try lookup(etc.inode, ".wh.removed") }
-        #expect(throws: FUSEError.notFound) { try lookup(etc.inode, "nothing") }
-        let v = try lookup(1, "var")
+        await #expect(throws: FUSEError.notFound) { try await lookup(etc.inode, ".wh.removed") }
+        await #expect(throws: FUSEError.notFound) { try await lookup(etc.inode, "nothing") }
+        let v = try await lookup(1, "var")
         #expect(try layer.xattr(node: v.inode, name: "trusted.overlay.opaque") == [UInt8(ascii: "y")])
         #expect(try layer.entries(directory: v.inode).isEmpty)
-        let data = try lookup(1, "data")
-        let big = try lookup(data.inode, "big.txt")
+        let data = try await lookup(1, "data")
+        let big = try await lookup(data.inode, "big.txt")
         #expect(big.size == 9_000_000)
         #expect(try layer.cachedRead(node: big.inode, offset: 0, size: 10) == nil)
         let tar = try fixture("kitchen-sink.tar")
         let want = try TarContent(tar).files["data/big.txt"]!
-        let got = try await layer.read(node: big.inode, offset: 1_000_000, size: 300_000)
+        let got = try await layer.readBytes(node: big.inode, offset: 1_000_000, size: 300_000)
         #expect(got == Array(want[1_000_000..<1_300_000]))
         #expect(try layer.cachedRead(node: big.inode, offset: 1_000_000, size: 300_000) == got)
-        let tail = try await layer.read(node: big.inode, offset: 8_999_990, size: 100)
+        let tail = try await layer.readBytes(node: big.inode, offset: 8_999_990, size: 100)
         #expect(tail == Array(want[8_999_990...]))
-        let tool = try lookup(try lookup(1, "bin").inode, "tool-hard")
+        let tool = try await lookup(try await lookup(1, "bin").inode, "tool-hard")
         #expect(tool.linkCount == 2)
         #expect(layer.fetchStatistics.duplicateFetches == 0)
     }
@@ -84,10 +59,10 @@ struct LayerTreeTests {
         let layer = try await LazyLayer.open(MemoryBlobSource(bad), options: try quietOptions())
         let node = UInt64(id.rawValue) + 2
         do {
-            _ = try await layer.read(node: node, offset: 0, size: 14)
+            _ = try await layer.readBytes(node: node, offset: 0, size: 14)
             Issue.record("read a corrupt chunk")
-        } catch let e as FUSEError {
-            #expect(e.errno == EIO)
+        } catch {
+            #expect(FUSEError(replyingTo: error).errno == EIO)
         }
         #expect(layer.fetchStatistics.verificationFailures == 2)
     }

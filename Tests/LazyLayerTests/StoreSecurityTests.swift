@@ -217,18 +217,16 @@ struct StoreSecurityTests {
         let client = RegistryClient(
             configuration: RegistryConfiguration(hosts: [host: HostConfiguration(insecure: true)], fetchTimeout: .seconds(120), maxRetries: 0))
         let manager = LayerManager(client: client, options: LayerManagerOptions(layer: try quietOptions()), logger: Logger(label: "test"))
-        defer { manager.close() }
         let fs = StoreFileSystem(manager: manager, logger: Logger(label: "test"), resolveTimeout: .milliseconds(300))
-        let refDir = try Array(storeName("\(host)/slow/app:1").utf8).withUnsafeBytes { try fs.lookup(parent: 1, name: $0) }
-        let layerDir = try Array(("sha256:" + String(repeating: "cd", count: 32)).utf8).withUnsafeBytes {
-            try fs.lookup(parent: refDir.inode, name: $0)
-        }
+        let refDir = try await fs.lookup(parent: 1, nameBytes: Array(storeName("\(host)/slow/app:1").utf8))
+        let layerDir = try await fs.lookup(parent: refDir.inode, nameBytes: Array(("sha256:" + String(repeating: "cd", count: 32)).utf8))
         do {
-            _ = try await fs.lookup(parent: layerDir.inode, name: Array("diff".utf8))
+            _ = try await fs.lookup(parent: layerDir.inode, nameBytes: Array("diff".utf8))
             Issue.record("a layer was served from a registry that never answers")
         } catch let e as FUSEError {
             #expect(e.errno == ENOENT && e.message.contains("longer than"), "\(e)")
         }
+        await manager.close()
         try await client.shutdown()
     }
 
@@ -254,7 +252,6 @@ struct StoreSecurityTests {
         let layers = try await TestImage.push(client, ref, layers: [layer])
         let manager = LayerManager(
             client: client, options: LayerManagerOptions(layer: try quietOptions()), logger: Logger(label: "test"))
-        defer { manager.close() }
         // Opened for the test only: the daemon's root is 0700 (the test above).
         let fs = StoreFileSystem(manager: manager, logger: Logger(label: "test"), rootPermissions: 0o755)
         try await withTemporaryDirectory("store-modes") { dir in
@@ -287,6 +284,7 @@ struct StoreSecurityTests {
             let blob = try asNobody(["/bin/cat", mp + "/" + storeName(ref.description) + "/\(layers[0].digest)/blob"])
             #expect(blob.status != 0 && blob.err.contains("Permission denied"), "\(blob)")
         }
+        await manager.close()
         try await client.shutdown()
     }
 
