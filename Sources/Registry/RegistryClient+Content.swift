@@ -140,82 +140,111 @@ extension RegistryClient {
     }
 
     /// Streams a blob, resuming with a range request after a cut, and checks its size and digest at the end.
+    ///
+    /// A body cut short or broken off is resumed from the bytes received, under the configured
+    /// ``RegistryConfiguration/retryPolicy``; an error thrown by `sink` ends the stream at once and is rethrown.
     public func streamBlob(
         _ ref: Reference, _ digest: Digest, expectedSize: Int64? = nil, _ sink: (ByteBuffer) async throws -> Void
     ) async throws {
         var hasher = SHA256Hasher()
         var received: Int64 = 0
-        var attempts = 0
         var hostIndex = 0
         let hosts = hostsForPull(ref)
-        while true {
-            let host = hosts[min(hostIndex, hosts.count - 1)]
-            var call = Call(
-                method: .GET, host: host, repository: ref.repository, actions: "pull",
-                path: "/v2/\(ref.repository)/blobs/\(digest)", timeout: configuration.fetchTimeout)
-            call.redirectKey = "\(host)/\(ref.repository)@\(digest)"
-            if received > 0 { call.headers.append(("Range", "bytes=\(received)-")) }
-            do {
-                let response = try await send(call)
-                let status = Int(response.status.code)
-                if status == 404 && hostIndex < hosts.count - 1 {
-                    hostIndex += 1
-                    continue
-                }
-                guard status == 200 || (status == 206 && received > 0) else {
-                    _ = try await expect(response, [200], what: "blob \(digest) of \(host)/\(ref.repository)")
-                    throw RegistryError(.badResponse, "blob \(digest): unexpected status \(status)", status: status)
-                }
-                var skip: Int64 = status == 200 ? received : 0  // a 200 to a resume restarts from byte 0
-                for try await var buffer in response.body {
-                    if skip > 0 {
-                        let n = Int(min(Int64(buffer.readableBytes), skip))
-                        buffer.moveReaderIndex(forwardBy: n)
-                        skip -= Int64(n)
-                        if buffer.readableBytes == 0 { continue }
+        let policy = configuration.retryPolicy
+        try await policy.run(onRetry: { _, failure, delay in
+            logger.debug(
+                "resuming blob",
+                metadata: [
+                    "layer.digest": "\(digest)", "range.offset": "\(received)", "retry.delay": "\(delay)",
+                    "error": "\(failure)",
+                ])
+        }) { (_: Int) async throws -> RetryPolicy.Outcome<Void> in
+            while true {
+                let host = hosts[min(hostIndex, hosts.count - 1)]
+                var call = Call(
+                    method: .GET, host: host, repository: ref.repository, actions: "pull",
+                    path: "/v2/\(ref.repository)/blobs/\(digest)", timeout: configuration.fetchTimeout)
+                call.redirectKey = "\(host)/\(ref.repository)@\(digest)"
+                if received > 0 { call.headers.append(("Range", "bytes=\(received)-")) }
+                do {
+                    let response = try await send(call)
+                    let status = Int(response.status.code)
+                    if status == 404 && hostIndex < hosts.count - 1 {
+                        hostIndex += 1
+                        continue
                     }
-                    buffer.withUnsafeReadableBytes { hasher.update($0) }
-                    received += Int64(buffer.readableBytes)
-                    if let e = expectedSize, received > e {
-                        throw RegistryError(.badResponse, "blob \(digest) of \(ref.name) is longer than its \(e) bytes")
+                    guard status == 200 || (status == 206 && received > 0) else {
+                        _ = try await expect(response, [200], what: "blob \(digest) of \(host)/\(ref.repository)")
+                        throw RegistryError(.badResponse, "blob \(digest): unexpected status \(status)", status: status)
                     }
-                    try await sink(buffer)
+                    var skip: Int64 = status == 200 ? received : 0  // a 200 to a resume restarts from byte 0
+                    for try await var buffer in response.body {
+                        if skip > 0 {
+                            let n = Int(min(Int64(buffer.readableBytes), skip))
+                            buffer.moveReaderIndex(forwardBy: n)
+                            skip -= Int64(n)
+                            if buffer.readableBytes == 0 { continue }
+                        }
+                        buffer.withUnsafeReadableBytes { hasher.update($0) }
+                        received += Int64(buffer.readableBytes)
+                        if let e = expectedSize, received > e {
+                            throw RegistryError(
+                                .badResponse, "blob \(digest) of \(ref.name) is longer than its \(e) bytes")
+                        }
+                        do { try await sink(buffer) } catch { throw SinkFailure(error: error) }
+                    }
+                    if let e = expectedSize, received != e {
+                        throw RegistryError(
+                            .badResponse, "blob \(digest) of \(ref.name) ended after \(received) of \(e) bytes")
+                    }
+                    let got = hasher.finalize()
+                    guard got == digest else {
+                        throw RegistryError(
+                            .digestMismatch,
+                            "blob \(digest) of \(ref.name): the registry sent content with digest \(got)")
+                    }
+                    return .success(())
+                } catch let e as SinkFailure {
+                    throw e.error  // the bytes were counted and hashed: a resume would skip them
+                } catch let e as RegistryError where Self.isResumable(e) && received < (expectedSize ?? .max) {
+                    return .retry(e)
+                } catch {
+                    return try policy.outcome(after: error, idempotent: true) {
+                        RegistryError(
+                            .transport, "blob \(digest) of \(ref.name) failed after \(received) bytes", cause: $0)
+                    }
                 }
-                if let e = expectedSize, received != e {
-                    throw RegistryError(.badResponse, "blob \(digest) of \(ref.name) ended after \(received) of \(e) bytes")
-                }
-                let got = hasher.finalize()
-                guard got == digest else {
-                    throw RegistryError(.digestMismatch, "blob \(digest) of \(ref.name): the registry sent content with digest \(got)")
-                }
-                return
-            } catch let e as RegistryError where e.code == .badResponse && received < (expectedSize ?? .max) && attempts < configuration.maxRetries {
-                attempts += 1
-                logger.debug("resuming blob", metadata: ["layer.digest": "\(digest)", "range.offset": "\(received)", "error": "\(e)"])
-            } catch let e as RegistryError {
-                throw e
-            } catch let e as CancellationError {
-                throw e
-            } catch {
-                attempts += 1
-                guard attempts <= configuration.maxRetries else {
-                    throw RegistryError(.transport, "blob \(digest) of \(ref.name) failed after \(received) bytes", cause: error)
-                }
-                logger.debug("resuming blob", metadata: ["layer.digest": "\(digest)", "range.offset": "\(received)", "error": "\(error)"])
             }
         }
     }
 
-    /// Downloads a blob to a file, checking its digest.
+    /// Whether a blob or range read that failed with `e` is worth another attempt: a reply that broke off or did
+    /// not fit (a short body, a wrong `Content-Range`), not one the registry refused with a 4xx status.
+    static func isResumable(_ e: RegistryError) -> Bool {
+        e.code == .badResponse && (e.status.map { $0 < 400 } ?? true)
+    }
+
+    /// Downloads a blob to a file, checking its digest. The file is written on NIO's blocking-I/O thread pool,
+    /// in pieces of about 1 MiB.
     public func downloadBlob(_ ref: Reference, _ d: Descriptor, to path: String) async throws {
-        _ = FileManager.default.createFile(atPath: path, contents: nil)
-        guard let fh = FileHandle(forWritingAtPath: path) else {
-            throw RegistryError(.invalidConfiguration, "cannot write \(path)")
+        let file = try await BlobFile.create(path)
+        var pending = ByteBuffer()
+        var written: Int64 = 0
+        do {
+            try await streamBlob(ref, d.digest, expectedSize: d.size) { buffer in
+                var buffer = buffer
+                pending.writeBuffer(&buffer)
+                guard pending.readableBytes >= 1 << 20 else { return }
+                try await file.write(pending, at: written)
+                written += Int64(pending.readableBytes)
+                pending.clear()
+            }
+            try await file.write(pending, at: written)
+        } catch {
+            try? await file.closeFile()
+            throw error
         }
-        defer { try? fh.close() }
-        try await streamBlob(ref, d.digest, expectedSize: d.size) { buffer in
-            try fh.write(contentsOf: Data(buffer.readableBytesView))
-        }
+        try await file.closeFile()
     }
 
     /// The size of a blob (HEAD), or nil when the registry does not have it.
@@ -238,8 +267,15 @@ extension RegistryClient {
     /// The result always has exactly `length` bytes, or the call throws.
     public func readRange(_ ref: Reference, _ digest: Digest, offset: Int64, length: Int) async throws -> [UInt8] {
         guard length > 0 else { return [] }
-        var attempts = 0
-        while true {
+        let policy = configuration.retryPolicy
+        return try await policy.run(onRetry: { _, failure, delay in
+            logger.debug(
+                "retrying a range read",
+                metadata: [
+                    "layer.digest": "\(digest)", "range.offset": "\(offset)", "retry.delay": "\(delay)",
+                    "error": "\(failure)",
+                ])
+        }) { (_: Int) async throws -> RetryPolicy.Outcome<[UInt8]> in
             var call = Call(
                 method: .GET, host: ref.registry, repository: ref.repository, actions: "pull",
                 path: "/v2/\(ref.repository)/blobs/\(digest)",
@@ -275,17 +311,12 @@ extension RegistryClient {
                 guard out.count == length else {
                     throw RegistryError(.badResponse, "range [\(offset), +\(length)) of blob \(digest) ended after \(out.count) bytes")
                 }
-                return out
-            } catch let e as RegistryError where e.code == .badResponse && attempts < configuration.maxRetries {
-                attempts += 1
-            } catch let e as RegistryError {
-                throw e
-            } catch let e as CancellationError {
-                throw e
+                return .success(out)
+            } catch let e as RegistryError where Self.isResumable(e) {
+                return .retry(e)
             } catch {
-                attempts += 1
-                guard attempts <= configuration.maxRetries else {
-                    throw RegistryError(.transport, "range [\(offset), +\(length)) of blob \(digest) failed", cause: error)
+                return try policy.outcome(after: error, idempotent: true) {
+                    RegistryError(.transport, "range [\(offset), +\(length)) of blob \(digest) failed", cause: $0)
                 }
             }
         }
@@ -299,9 +330,7 @@ extension RegistryClient {
     /// the registry refuses the single `PUT` as too large (413).
     public func pushBlob(_ ref: Reference, path: String, descriptor d: Descriptor, mountFrom: Reference? = nil) async throws {
         if try await blobSize(ref, d.digest) != nil { return }
-        guard let size = (try? FileManager.default.attributesOfItem(atPath: path)[.size] as? NSNumber)?.int64Value else {
-            throw RegistryError(.invalidConfiguration, "cannot read \(path)")
-        }
+        let size = try await BlobFile.size(of: path)
         guard size == d.size else {
             throw RegistryError(.invalidConfiguration, "\(path) has \(size) bytes, not the \(d.size) of blob \(d.digest)")
         }
@@ -409,8 +438,9 @@ extension RegistryClient {
     }
 }
 
-/// A byte range of a file read in 1 MiB pieces, as an HTTP request body. Each iteration opens the file
-/// anew, so a request can be sent again.
+/// A byte range of a file read in 1 MiB pieces, as an HTTP request body. Each iteration reads the file anew, so a
+/// request can be sent again; each piece is read on NIO's blocking-I/O thread pool, opening and closing the file,
+/// so a body abandoned halfway leaves nothing open.
 struct FileChunks: AsyncSequence, Sendable {
     typealias Element = ByteBuffer
     let path: String
@@ -418,23 +448,23 @@ struct FileChunks: AsyncSequence, Sendable {
     let length: Int64
 
     struct AsyncIterator: AsyncIteratorProtocol {
-        let handle: FileHandle?
+        let path: String
+        var offset: Int64
         var left: Int64
         mutating func next() async throws -> ByteBuffer? {
-            guard let handle, left > 0,
-                let data = try handle.read(upToCount: Int(Swift.min(left, 1 << 20))), !data.isEmpty
-            else {
-                try? handle?.close()
-                return nil
-            }
-            left -= Int64(data.count)
-            return ByteBuffer(bytes: data)
+            guard left > 0 else { return nil }
+            let piece = try await BlobFile.read(path, at: offset, count: Int(Swift.min(left, 1 << 20)))
+            guard piece.readableBytes > 0 else { return nil }  // the file is shorter than the range
+            offset += Int64(piece.readableBytes)
+            left -= Int64(piece.readableBytes)
+            return piece
         }
     }
 
-    func makeAsyncIterator() -> AsyncIterator {
-        let h = FileHandle(forReadingAtPath: path)
-        if offset > 0 { try? h?.seek(toOffset: UInt64(offset)) }
-        return AsyncIterator(handle: h, left: length)
-    }
+    func makeAsyncIterator() -> AsyncIterator { AsyncIterator(path: path, offset: offset, left: length) }
+}
+
+/// An error thrown by a blob's sink, carried past the retry classification to the caller unchanged.
+private struct SinkFailure: Error {
+    let error: any Error
 }

@@ -10,10 +10,12 @@ import OCI
 ///
 /// It authenticates as registries ask (anonymous, basic, bearer tokens from the `WWW-Authenticate` challenge,
 /// cached per host and repository and refreshed on expiry or on a 401), retries connection errors, 429 and
-/// 5xx with backoff, follows redirects itself (credentials are never sent to another host) and checks the
-/// digest of every manifest and blob it returns.
+/// 5xx with backoff (one ``RetryPolicy`` for requests, blob streams, range reads and token fetches), follows
+/// redirects itself (credentials are never sent to another host) and checks the digest of every manifest and
+/// blob it returns.
 ///
-/// Runs in the Swift concurrency pool; call ``shutdown()`` when done.
+/// Runs in the Swift concurrency pool; blob files are read and written on NIO's thread pool for blocking I/O.
+/// Call ``shutdown()`` when done.
 public final class RegistryClient: Sendable {
     /// The settings in force.
     public let configuration: RegistryConfiguration
@@ -77,8 +79,11 @@ public final class RegistryClient: Sendable {
     }
 
     /// Sends `call`, handling auth challenges, redirects and retries. The caller consumes the body.
+    ///
+    /// Transport errors and the ``RetryPolicy/retryableStatuses`` are retried under the configured
+    /// ``RegistryConfiguration/retryPolicy`` when the call is idempotent; an auth challenge answered, a redirect
+    /// followed or a stale cached blob URL dropped goes round again without counting as an attempt.
     func send(_ call: Call) async throws -> HTTPClientResponse {
-        var attempt = 0
         var authRetried = false
         let origin = call.path.hasPrefix("http://") || call.path.hasPrefix("https://") ? call.path : baseURL(call.host) + call.path
         var url = origin
@@ -91,100 +96,93 @@ public final class RegistryClient: Sendable {
             sendAuth = hostPart(cached) == hostPart(origin)
             fromCache = true
         }
-        while true {
-            try Task.checkCancellation()
-            var req = HTTPClientRequest(url: url)
-            req.method = call.method
-            req.headers.add(name: "User-Agent", value: configuration.userAgent)
-            for (k, v) in configuration.host(call.host).headers { req.headers.add(name: k, value: v) }
-            for (k, v) in call.headers { req.headers.add(name: k, value: v) }
-            if sendAuth, let auth = try await authorization(call, fresh: freshAuth) {
-                req.headers.add(name: "Authorization", value: auth)
-            }
-            if let f = call.file {
-                req.body = .stream(f, length: .known(f.length))
-            } else if let b = call.body {
-                req.body = .bytes(ByteBuffer(bytes: b))
-                req.headers.replaceOrAdd(name: "Content-Length", value: String(b.count))
-            } else if call.method == .PUT || call.method == .POST || call.method == .PATCH {
-                req.headers.replaceOrAdd(name: "Content-Length", value: "0")
-            }
-            let response: HTTPClientResponse
-            do {
-                response = try await http.execute(req, timeout: .seconds(Int64(call.timeout.components.seconds)))
-            } catch let e as CancellationError {
-                throw e
-            } catch {
-                if fromCache, let key = call.redirectKey {
-                    // The storage URL may have gone stale; ask the registry again.
+        let policy = configuration.retryPolicy
+        return try await policy.run(onRetry: { attempt, failure, delay in
+            logger.debug(
+                "retrying", metadata: ["attempt": "\(attempt)", "retry.delay": "\(delay)", "error": "\(failure)"])
+        }) { (attempt: Int) async throws -> RetryPolicy.Outcome<HTTPClientResponse> in
+            while true {
+                try Task.checkCancellation()
+                var req = HTTPClientRequest(url: url)
+                req.method = call.method
+                req.headers.add(name: "User-Agent", value: configuration.userAgent)
+                for (k, v) in configuration.host(call.host).headers { req.headers.add(name: k, value: v) }
+                for (k, v) in call.headers { req.headers.add(name: k, value: v) }
+                if sendAuth, let auth = try await authorization(call, fresh: freshAuth) {
+                    req.headers.add(name: "Authorization", value: auth)
+                }
+                if let f = call.file {
+                    req.body = .stream(f, length: .known(f.length))
+                } else if let b = call.body {
+                    req.body = .bytes(ByteBuffer(bytes: b))
+                    req.headers.replaceOrAdd(name: "Content-Length", value: String(b.count))
+                } else if call.method == .PUT || call.method == .POST || call.method == .PATCH {
+                    req.headers.replaceOrAdd(name: "Content-Length", value: "0")
+                }
+                let response: HTTPClientResponse
+                do {
+                    response = try await http.execute(req, timeout: .seconds(Int64(call.timeout.components.seconds)))
+                } catch let e as CancellationError {
+                    throw e
+                } catch {
+                    if fromCache, let key = call.redirectKey {
+                        // The storage URL may have gone stale; ask the registry again.
+                        await redirects.remove(key)
+                        (url, sendAuth, fromCache) = (origin, true, false)
+                    }
+                    return try policy.outcome(after: error, idempotent: call.idempotent) {
+                        RegistryError(
+                            .transport, "\(call.method) \(redact(url)) failed after \(attempt) attempts", cause: $0)
+                    }
+                }
+                let status = Int(response.status.code)
+                if fromCache, let key = call.redirectKey, (400..<500).contains(status) && status != 416 {
+                    // An expired or revoked storage URL: forget it and go through the registry.
+                    _ = try? await response.body.collect(upTo: 1 << 20)
                     await redirects.remove(key)
                     (url, sendAuth, fromCache) = (origin, true, false)
+                    logger.debug(
+                        "cached blob URL refused; asking the registry again", metadata: ["http.status": "\(status)"])
+                    continue
                 }
-                attempt += 1
-                guard call.idempotent, attempt <= configuration.maxRetries else {
-                    throw RegistryError(
-                        .transport, "\(call.method) \(redact(url)) failed after \(attempt) attempts", cause: error)
+                switch status {
+                case 401 where !authRetried:
+                    authRetried = true
+                    let challenge = response.headers.first(name: "WWW-Authenticate") ?? ""
+                    _ = try? await response.body.collect(upTo: 1 << 20)
+                    freshAuth = try await authenticate(call, challenge: challenge, status: status)
+                    continue
+                case 301, 302, 303, 307, 308:
+                    _ = try? await response.body.collect(upTo: 1 << 20)
+                    guard let loc = response.headers.first(name: "Location"), redirectCount < 10 else {
+                        throw RegistryError(
+                            .badResponse, "\(call.method) \(redact(url)): redirect without a Location", status: status)
+                    }
+                    redirectCount += 1
+                    let next = resolve(location: loc, against: url)
+                    // Never carry credentials to another host.
+                    if hostPart(next) != hostPart(url) { sendAuth = false }
+                    url = next
+                    continue
+                case _ where RetryPolicy.retryableStatuses.contains(status):
+                    let retryAfter = RetryPolicy.retryAfter(response.headers.first(name: "Retry-After"))
+                    let body = (try? await response.body.collect(upTo: 1 << 16)).map { Array(buffer: $0) } ?? []
+                    let failure = errorFor(status: status, body: body, what: "\(call.method) \(redact(url))")
+                    guard policy.decision(forStatus: status, idempotent: call.idempotent) == .retry else {
+                        throw failure
+                    }
+                    return .retry(failure, retryAfter: retryAfter)
+                default:
+                    if redirectCount > 0, let key = call.redirectKey, (200..<300).contains(status) {
+                        await redirects.store(key, url: url, lifetime: configuration.redirectLifetime)
+                    }
+                    return .success(response)
                 }
-                logger.debug("retrying after a transport error", metadata: ["http.url": "\(redact(url))", "error": "\(error)"])
-                try await backoff(attempt, retryAfter: nil)
-                continue
-            }
-            let status = Int(response.status.code)
-            if fromCache, let key = call.redirectKey, (400..<500).contains(status) && status != 416 {
-                // An expired or revoked storage URL: forget it and go through the registry.
-                _ = try? await response.body.collect(upTo: 1 << 20)
-                await redirects.remove(key)
-                (url, sendAuth, fromCache) = (origin, true, false)
-                logger.debug("cached blob URL refused; asking the registry again", metadata: ["http.status": "\(status)"])
-                continue
-            }
-            switch status {
-            case 401 where !authRetried:
-                authRetried = true
-                let challenge = response.headers.first(name: "WWW-Authenticate") ?? ""
-                _ = try? await response.body.collect(upTo: 1 << 20)
-                freshAuth = try await authenticate(call, challenge: challenge, status: status)
-                continue
-            case 301, 302, 303, 307, 308:
-                _ = try? await response.body.collect(upTo: 1 << 20)
-                guard let loc = response.headers.first(name: "Location"), redirectCount < 10 else {
-                    throw RegistryError(.badResponse, "\(call.method) \(redact(url)): redirect without a Location", status: status)
-                }
-                redirectCount += 1
-                let next = resolve(location: loc, against: url)
-                // Never carry credentials to another host.
-                if hostPart(next) != hostPart(url) { sendAuth = false }
-                url = next
-                continue
-            case 429, 500, 502, 503, 504:
-                attempt += 1
-                let retryAfter = response.headers.first(name: "Retry-After").flatMap(Int.init)
-                let body = (try? await response.body.collect(upTo: 1 << 16)).map { Array(buffer: $0) } ?? []
-                guard call.idempotent, attempt <= configuration.maxRetries else {
-                    throw errorFor(status: status, body: body, what: "\(call.method) \(redact(url))")
-                }
-                logger.debug("retrying", metadata: ["http.url": "\(redact(url))", "http.status": "\(status)"])
-                try await backoff(attempt, retryAfter: retryAfter)
-                continue
-            default:
-                if redirectCount > 0, let key = call.redirectKey, (200..<300).contains(status) {
-                    await redirects.store(key, url: url, lifetime: configuration.redirectLifetime)
-                }
-                return response
             }
         }
     }
 
     func scope(_ call: Call) -> String { "repository:\(call.repository):\(call.actions)" }
-
-    private func backoff(_ attempt: Int, retryAfter: Int?) async throws {
-        if let r = retryAfter, r >= 0 {
-            try await Task.sleep(for: .seconds(min(r, 30)))
-            return
-        }
-        let base = configuration.retryBaseDelay * (1 << min(attempt - 1, 6))
-        try await Task.sleep(for: min(base, .seconds(10)))
-    }
 
     private func resolve(location: String, against url: String) -> String {
         if location.hasPrefix("http://") || location.hasPrefix("https://") { return location }
@@ -251,37 +249,34 @@ public final class RegistryClient: Sendable {
             let raw = Data("\(credential.username):\(credential.password)".utf8).base64EncodedString()
             req.headers.add(name: "Authorization", value: "Basic \(raw)")
         }
-        var attempt = 0
-        while true {
+        let request = req
+        let policy = configuration.retryPolicy
+        return try await policy.run(onRetry: { attempt, failure, delay in
+            logger.debug(
+                "retrying a token request",
+                metadata: ["attempt": "\(attempt)", "retry.delay": "\(delay)", "error": "\(failure)"])
+        }) { (_: Int) async throws -> RetryPolicy.Outcome<Token> in
             do {
-                let r = try await http.execute(req, timeout: .seconds(Int64(configuration.requestTimeout.components.seconds)))
+                let timeout = TimeAmount.seconds(Int64(configuration.requestTimeout.components.seconds))
+                let r = try await http.execute(request, timeout: timeout)
                 let body = Array(buffer: try await r.body.collect(upTo: 1 << 20))
-                guard r.status.code == 200 else {
-                    if (r.status.code == 429 || r.status.code >= 500) && attempt < configuration.maxRetries {
-                        attempt += 1
-                        try await backoff(attempt, retryAfter: nil)
-                        continue
-                    }
-                    throw RegistryError(
-                        .unauthorized, "token request to \(redact(url)) for \(scope) answered \(r.status.code)",
-                        status: Int(r.status.code))
+                let status = Int(r.status.code)
+                guard status == 200 else {
+                    let failure = RegistryError(
+                        .unauthorized, "token request to \(redact(url)) for \(scope) answered \(status)", status: status)
+                    guard policy.decision(forStatus: status, idempotent: true) == .retry else { throw failure }
+                    return .retry(failure, retryAfter: RetryPolicy.retryAfter(r.headers.first(name: "Retry-After")))
                 }
                 guard let obj = try? JSONSerialization.jsonObject(with: Data(body)) as? [String: Any],
                     let token = (obj["token"] as? String) ?? (obj["access_token"] as? String), !token.isEmpty
                 else {
                     throw RegistryError(.badResponse, "token reply from \(redact(url)) has no token")
                 }
-                return Token(token: token, expiresIn: obj["expires_in"] as? Int)
-            } catch let e as RegistryError {
-                throw e
-            } catch let e as CancellationError {
-                throw e
+                return .success(Token(token: token, expiresIn: obj["expires_in"] as? Int))
             } catch {
-                attempt += 1
-                guard attempt <= configuration.maxRetries else {
-                    throw RegistryError(.transport, "token request to \(redact(url)) failed", cause: error)
+                return try policy.outcome(after: error, idempotent: true) {
+                    RegistryError(.transport, "token request to \(redact(url)) failed", cause: $0)
                 }
-                try await backoff(attempt, retryAfter: nil)
             }
         }
     }

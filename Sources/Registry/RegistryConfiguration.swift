@@ -39,10 +39,20 @@ public struct RegistryConfiguration: Sendable {
     public var requestTimeout: Duration
     /// Bound on a blob or range fetch (upstream `fetching_timeout_sec`, 300 s).
     public var fetchTimeout: Duration
-    /// Retries after connection errors, 429 and 5xx (not 501).
-    public var maxRetries: Int
-    /// First backoff delay; it doubles per retry (capped at 10 s), or follows `Retry-After`.
-    public var retryBaseDelay: Duration
+    /// When and how often requests, blob streams, range reads and token fetches are tried again; ``maxRetries``
+    /// and ``retryBaseDelay`` are two of its fields.
+    public var retryPolicy: RetryPolicy
+    /// Retries after connection errors, 429 and 5xx (not 501): ``retryPolicy``'s ``RetryPolicy/maxRetries``.
+    public var maxRetries: Int {
+        get { retryPolicy.maxRetries }
+        set { retryPolicy.maxRetries = newValue }
+    }
+    /// First backoff delay; it doubles per retry (capped at 10 s, with jitter), or follows `Retry-After` (at most
+    /// 30 s): ``retryPolicy``'s ``RetryPolicy/baseDelay``.
+    public var retryBaseDelay: Duration {
+        get { retryPolicy.baseDelay }
+        set { retryPolicy.baseDelay = newValue }
+    }
     /// The User-Agent header.
     public var userAgent: String
     /// Blobs larger than this are uploaded in chunks (`PATCH`); nil uploads them with one `PUT`, falling
@@ -62,8 +72,7 @@ public struct RegistryConfiguration: Sendable {
         self.hosts = hosts
         self.requestTimeout = requestTimeout
         self.fetchTimeout = fetchTimeout
-        self.maxRetries = maxRetries
-        self.retryBaseDelay = retryBaseDelay
+        self.retryPolicy = RetryPolicy(maxRetries: maxRetries, baseDelay: retryBaseDelay)
         self.userAgent = userAgent
     }
 
