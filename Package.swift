@@ -114,7 +114,7 @@ let package = Package(
             swiftSettings: swiftSettings),
         .target(
             name: "TestSupport",
-            dependencies: ["OCI", "EStargz", "Registry", "Compression"],
+            dependencies: ["OCI", "EStargz", "Registry", "Compression", "LazyLayer", "CLinuxSys"],
             swiftSettings: swiftSettings),
         .target(
             name: "StargzCLI",
@@ -140,10 +140,19 @@ let package = Package(
         .testTarget(
             name: "LazyLayerTests",
             dependencies: [
-                "LazyLayer", "FUSE", "CLinuxFUSE", "CLinuxSys", "Store", "Registry", "EStargz", "OCI", "TestSupport", "Convert",
-                "FuzzDriver",
+                "LazyLayer", "FUSE", "CLinuxFUSE", "CLinuxSys", "Store", "Registry", "EStargz", "OCI", "TestSupport", "FuzzDriver",
             ],
             exclude: ["Fuzz"],  // fuzzer reproducers, read by FuzzRegressionTests from the source tree
+            swiftSettings: swiftSettings),
+        .testTarget(
+            name: "StoreTests",
+            dependencies: [
+                "Store", "LazyLayer", "FUSE", "Registry", "EStargz", "OCI", "TestSupport", "Convert",
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: swiftSettings),
+        .testTarget(
+            name: "ConvertTests", dependencies: ["Convert", "Registry", "OCI", "EStargz", "TestSupport"],
             swiftSettings: swiftSettings),
         .testTarget(name: "ConfigTests", dependencies: ["TOML", "Registry", "Store"], swiftSettings: swiftSettings),
         .testTarget(

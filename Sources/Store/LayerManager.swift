@@ -67,6 +67,8 @@ public final class LayerManager: Sendable {
     let logger: Logger
     private struct State {
         var layers: [String: StoreLayer] = [:]
+        /// The same layers by id: every FUSE operation inside a layer looks its layer up here.
+        var byID: [UInt32: StoreLayer] = [:]
         var resolving: [String: Task<StoreLayer, any Error>] = [:]
         var manifests: [String: (image: ResolvedImage, until: ContinuousClock.Instant)] = [:]
         var nextID: UInt32 = 1
@@ -121,7 +123,7 @@ public final class LayerManager: Sendable {
 
     /// A layer by its id.
     public func layer(id: UInt32) -> StoreLayer? {
-        state.withLock { s in s.layers.values.first { $0.id == id } }
+        state.withLock { $0.byID[id] }
     }
 
     /// Resolves a layer (network: manifest, config, footer and TOC), or returns the one resolved before.
@@ -136,6 +138,7 @@ public final class LayerManager: Sendable {
                 s.resolving[key] = nil
                 if let l = s.layers[key] { return (l, false) }
                 s.layers[key] = layer
+                s.byID[layer.id] = layer
                 return (layer, true)
             }
             if first {
@@ -175,22 +178,35 @@ public final class LayerManager: Sendable {
         return image
     }
 
+    /// Why a registry's error keeps a layer from being served: the image is not there, or it could not be asked.
+    static func storeError(_ error: any Error, _ what: String) -> any Error {
+        switch error {
+        case let e as StoreError: return e
+        case is CancellationError: return error
+        case let e as RegistryError where e.code == .notFound || e.code == .platformNotFound:
+            return StoreError(.notFound, what, cause: e)
+        case let e as EStargzError: return StoreError(.refused, what, cause: e)
+        default: return StoreError(.resolveFailed, what, cause: error)
+        }
+    }
+
     private func resolveUncached(_ ref: Reference, _ digest: Digest, ahead: Bool = false) async throws -> StoreLayer {
         let start = ContinuousClock.now
-        let image = try await image(ref)
+        let image: ResolvedImage
+        do { image = try await self.image(ref) } catch { throw Self.storeError(error, "the manifest of \(ref)") }
         guard let index = image.decoded.layers.firstIndex(where: {
             $0.digest == digest || $0.annotations?[AnnotationKey.tocDigest] == digest.description
         }) else {
-            throw StoreError.notFound("\(ref) has no layer \(digest)")
+            throw StoreError(.notFound, "\(ref) has no layer \(digest)")
         }
         let d = image.decoded.layers[index]
         guard let toc = d.annotations?[AnnotationKey.tocDigest].flatMap(Digest.init) else {
-            throw StoreError.notFound("layer \(d.digest) of \(ref) is not eStargz (no TOC digest annotation)")
+            throw StoreError(.refused, "layer \(d.digest) of \(ref) is not eStargz (no TOC digest annotation)")
         }
-        let config = try JSONSerialization.jsonObject(with: Data(image.config)) as? [String: Any]
+        let config = try? JSONSerialization.jsonObject(with: Data(image.config)) as? [String: Any]
         let diffIDs = (config?["rootfs"] as? [String: Any])?["diff_ids"] as? [String] ?? []
         guard diffIDs.count == image.decoded.layers.count else {
-            throw StoreError.notFound("config of \(ref) lists \(diffIDs.count) diff_ids for \(image.decoded.layers.count) layers")
+            throw StoreError(.refused, "config of \(ref) lists \(diffIDs.count) diff_ids for \(image.decoded.layers.count) layers")
         }
         var o = options.layer
         o.expectedTOCDigest = toc
@@ -199,7 +215,10 @@ public final class LayerManager: Sendable {
         let source = RegistryBlobSource(client: client, reference: ref, digest: d.digest, size: d.size)
         let opening = ContinuousClock.now
         if !ahead { resolveAhead(ref, image, after: index, byTOC: digest == toc && digest != d.digest) }
-        let lazy = try await LazyLayer.open(source, options: o, logger: logger)
+        let lazy: LazyLayer
+        do { lazy = try await LazyLayer.open(source, options: o, logger: logger) } catch {
+            throw Self.storeError(error, "the TOC of layer \(d.digest) of \(ref)")
+        }
         let opened = ContinuousClock.now
         let info = Self.info(d, diffID: diffIDs[index], toc: toc, asTOC: digest == toc && digest != d.digest)
         let id = state.withLock { s in
@@ -211,9 +230,9 @@ public final class LayerManager: Sendable {
             "layer resolved; served lazily with verification of the TOC digest and every chunk digest",
             metadata: [
                 "image.ref": "\(ref)", "layer.digest": "\(d.digest)", "toc.digest": "\(toc)",
-                "latency": "\(milliseconds(ContinuousClock.now - start))ms",
-                "manifest.latency": "\(milliseconds(opening - start))ms",
-                "toc.latency": "\(milliseconds(opened - opening))ms",
+                "latency": "\((ContinuousClock.now - start).milliseconds)ms",
+                "manifest.latency": "\((opening - start).milliseconds)ms",
+                "toc.latency": "\((opened - opening).milliseconds)ms",
                 "remote-snapshot-prepared": "true", "ahead": "\(ahead)",
             ])
         return layer
@@ -286,7 +305,10 @@ public final class LayerManager: Sendable {
         }
         logger.info("layer is marked as RELEASE", metadata: ["image.ref": "\(ref)", "layer.digest": "\(digest)", "refcounter": "\(n)"])
         if n <= 0 {
-            state.withLock { _ = $0.layers.removeValue(forKey: key) }
+            state.withLock { s in
+                s.layers[key] = nil
+                s.byID[layer.id] = nil
+            }
             // Called on a FUSE reader thread, which must not wait: the layer's tasks are cancelled and awaited
             // in a task of their own.
             Task { await layer.lazy.close() }
@@ -306,12 +328,4 @@ public final class LayerManager: Sendable {
     }
 }
 
-/// Why the store does not serve a layer.
-public struct StoreError: Error, CustomStringConvertible, Sendable {
-    /// What happened.
-    public var message: String
-    static func notFound(_ m: String) -> StoreError { StoreError(message: m) }
-    public var description: String { message }
-}
 
-func milliseconds(_ d: Duration) -> Int64 { d.components.seconds * 1000 + d.components.attoseconds / 1_000_000_000_000_000 }

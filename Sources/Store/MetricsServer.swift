@@ -49,7 +49,7 @@ public final class MetricsServer: Sendable {
     public static func start(address: String, metrics: StoreMetrics) async throws -> MetricsServer {
         let parts = address.split(separator: ":", omittingEmptySubsequences: false)
         guard parts.count >= 2, let port = Int(parts.last!) else {
-            throw ConfigurationError("metrics_address \"\(address)\" is not host:port")
+            throw StoreError(.configuration, "metrics_address \"\(address)\" is not host:port", key: "metrics_address")
         }
         let host = parts.dropLast().joined(separator: ":")
         let channel = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)

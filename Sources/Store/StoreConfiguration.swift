@@ -15,6 +15,10 @@ public struct StoreConfiguration: Sendable, Equatable {
         public static let minWaitMilliseconds: Int64 = 30
         public static let memoryCacheMiB: Int64 = 8
         public static let diskCacheMiB: Int64 = 10240
+        public static let fuseTimeoutSeconds: Int64 = 1
+        public static let fuseReaderThreads: Int64 = 8
+        public static let readAroundSize: Int64 = 64 << 10
+        public static let silencePeriodMilliseconds: Int64 = 5000
     }
 
     public var noPrefetch = false
@@ -30,6 +34,18 @@ public struct StoreConfiguration: Sendable, Equatable {
     public var memoryCacheMiB = Defaults.memoryCacheMiB
     /// The bound on the chunk cache under `-root` (our key: `disk_cache_mib`; least recently used evicted).
     public var diskCacheMiB = Defaults.diskCacheMiB
+    /// How long the kernel keeps names and attributes (upstream `[fuse] attr_timeout` and `entry_timeout`, which
+    /// upstream's store ignores for a fixed 1 s; here the smaller of the two applies to both).
+    public var fuseAttrTimeoutSeconds = Defaults.fuseTimeoutSeconds
+    public var fuseEntryTimeoutSeconds = Defaults.fuseTimeoutSeconds
+    /// FUSE reader threads, each on its own cloned /dev/fuse fd (our key: `[fuse] reader_threads`, 2…16).
+    public var fuseReaderThreads = Defaults.fuseReaderThreads
+    /// An on-demand fetch of a small file also takes its small neighbours within this many compressed bytes
+    /// (our key: `read_around_size`; 0: none).
+    public var readAroundSize = Defaults.readAroundSize
+    /// Quiet after the last on-demand read before background fetching resumes (the key upstream's snapshotter
+    /// has, `[background_fetch] silence_period_msec`; upstream's store fixes it at 5 s).
+    public var silencePeriodMilliseconds = Defaults.silencePeriodMilliseconds
     /// Where `/metrics` is served (`host:port`; upstream key, which upstream's store ignores). Nil: nowhere.
     public var metricsAddress: String?
     /// `[[resolver.host."H".mirrors]]`.
@@ -44,6 +60,8 @@ public struct StoreConfiguration: Sendable, Equatable {
         "prefetch_timeout_sec", "prefetch_async_size", "noprefetch", "no_background_fetch", "debug", "allow_no_verification",
         "disable_verification", "max_concurrency", "no_prometheus", "log_file_access", "metadata_store", "metrics_address",
         "debug_address", "memory_cache_mib", "disk_cache_mib", "blob", "directory_cache", "fuse", "resolver", "kubeconfig_keychain",
+        "read_around_size", "background_fetch", "background_fetch.silence_period_msec", "background_fetch.fetch_period_msec",
+        "background_fetch.max_queue_size", "background_fetch.emit_metric_period_sec", "fuse.reader_threads", "fuse.passthrough",
         "blob.valid_interval", "blob.check_always", "blob.chunk_size", "blob.fetching_timeout_sec", "blob.force_single_range_mode",
         "blob.prefetch_chunk_size", "blob.max_retries", "blob.min_wait_msec", "blob.max_wait_msec",
         "directory_cache.max_lru_cache_entry", "directory_cache.max_cache_fds", "directory_cache.sync_add",
@@ -53,14 +71,15 @@ public struct StoreConfiguration: Sendable, Equatable {
 
     /// Parses config.toml text. Returns the configuration and warnings (unknown keys); throws on values of
     /// the wrong type or range, naming every bad key.
-    public static func parse(_ text: String, path: String) throws -> (StoreConfiguration, [String]) {
+    public static func parse(_ text: String, path: String) throws(StoreError) -> (StoreConfiguration, [String]) {
         let root: TOMLTable
-        do { root = try TOML.parse(text) } catch { throw ConfigurationError("\(path): \(error)") }
+        do { root = try TOML.parse(text) } catch { throw StoreError(.configuration, "\(path): \(error)", cause: error) }
         var c = StoreConfiguration()
         var problems: [String] = []
+        var badKeys: [String] = []
         var warnings: [String] = []
         for (k, v) in root.entries {
-            if case .table(let t) = v, ["blob", "directory_cache", "fuse", "kubeconfig_keychain"].contains(k) {
+            if case .table(let t) = v, ["blob", "directory_cache", "fuse", "kubeconfig_keychain", "background_fetch"].contains(k) {
                 for (k2, _) in t.entries where !known.contains("\(k).\(k2)") { warnings.append("unknown key \(k).\(k2)") }
             } else if !known.contains(k) {
                 warnings.append("unknown key \(k)")
@@ -68,13 +87,18 @@ public struct StoreConfiguration: Sendable, Equatable {
         }
         func bool(_ t: TOMLTable?, _ key: String, _ name: String, _ into: inout Bool) {
             guard let v = t?[key] else { return }
-            if let b = v.boolean { into = b } else { problems.append("\(name) must be true or false, not a \(v.typeName)") }
+            if let b = v.boolean { into = b } else { bad(name, "must be true or false, not a \(v.typeName)") }
         }
-        func int(_ t: TOMLTable?, _ key: String, _ name: String, min: Int64 = 0, _ into: inout Int64) {
+        func int(_ t: TOMLTable?, _ key: String, _ name: String, min: Int64 = 0, max: Int64 = .max, _ into: inout Int64) {
             guard let v = t?[key] else { return }
-            guard let i = v.integer else { return problems.append("\(name) must be an integer, not a \(v.typeName)") }
-            guard i >= min else { return problems.append("\(name) must be at least \(min), not \(i)") }
+            guard let i = v.integer else { return bad(name, "must be an integer, not a \(v.typeName)") }
+            guard i >= min else { return bad(name, "must be at least \(min), not \(i)") }
+            guard i <= max else { return bad(name, "must be at most \(max), not \(i)") }
             into = i
+        }
+        func bad(_ key: String, _ why: String) {
+            badKeys.append(key)
+            problems.append("\(key) \(why)")
         }
         bool(root, "noprefetch", "noprefetch", &c.noPrefetch)
         bool(root, "no_background_fetch", "no_background_fetch", &c.noBackgroundFetch)
@@ -88,8 +112,15 @@ public struct StoreConfiguration: Sendable, Equatable {
         int(blob, "fetching_timeout_sec", "blob.fetching_timeout_sec", min: 1, &c.fetchingTimeoutSeconds)
         int(blob, "max_retries", "blob.max_retries", &c.maxRetries)
         int(blob, "min_wait_msec", "blob.min_wait_msec", &c.minWaitMilliseconds)
+        int(root, "read_around_size", "read_around_size", max: 16 << 20, &c.readAroundSize)
+        let fuse = root["fuse"]?.table
+        int(fuse, "attr_timeout", "fuse.attr_timeout", max: 86400, &c.fuseAttrTimeoutSeconds)
+        int(fuse, "entry_timeout", "fuse.entry_timeout", max: 86400, &c.fuseEntryTimeoutSeconds)
+        int(fuse, "reader_threads", "fuse.reader_threads", min: 2, max: 16, &c.fuseReaderThreads)
+        int(root["background_fetch"]?.table, "silence_period_msec", "background_fetch.silence_period_msec", max: 3_600_000,
+            &c.silencePeriodMilliseconds)
         if let v = root["metrics_address"] {
-            if let a = v.string { c.metricsAddress = a.isEmpty ? nil : a } else { problems.append("metrics_address must be a string") }
+            if let a = v.string { c.metricsAddress = a.isEmpty ? nil : a } else { bad("metrics_address", "must be a string") }
         }
         if let hosts = root["resolver"]?.table?["host"]?.table {
             for (host, v) in hosts.entries {
@@ -98,7 +129,7 @@ public struct StoreConfiguration: Sendable, Equatable {
                 for (i, m) in mirrors.enumerated() {
                     let name = "resolver.host.\"\(host)\".mirrors[\(i)]"
                     guard let t = m.table, let mh = t["host"]?.string, !mh.isEmpty else {
-                        problems.append("\(name) needs a host string")
+                        bad(name, "needs a host string")
                         continue
                     }
                     var insecure = false
@@ -114,8 +145,10 @@ public struct StoreConfiguration: Sendable, Equatable {
                 c.hosts[host] = h
             }
         }
-        if c.disableVerification { problems.append("disable_verification: content verification can't be disabled") }
-        guard problems.isEmpty else { throw ConfigurationError("\(path): " + problems.joined(separator: "; ")) }
+        if c.disableVerification { bad("disable_verification", "is refused: content verification can't be disabled") }
+        guard problems.isEmpty else {
+            throw StoreError(.configuration, "\(path): " + problems.joined(separator: "; "), key: badKeys.first)
+        }
         return (c, warnings)
     }
 
@@ -130,11 +163,20 @@ public struct StoreConfiguration: Sendable, Equatable {
         max_concurrency = \(Defaults.maxConcurrency)
         memory_cache_mib = \(Defaults.memoryCacheMiB)
         disk_cache_mib = \(Defaults.diskCacheMiB)
+        read_around_size = \(Defaults.readAroundSize)
 
         [blob]
         fetching_timeout_sec = \(Defaults.fetchingTimeoutSeconds)
         max_retries = \(Defaults.maxRetries)
         min_wait_msec = \(Defaults.minWaitMilliseconds)
+
+        [fuse]
+        attr_timeout = \(Defaults.fuseTimeoutSeconds)
+        entry_timeout = \(Defaults.fuseTimeoutSeconds)
+        reader_threads = \(Defaults.fuseReaderThreads)
+
+        [background_fetch]
+        silence_period_msec = \(Defaults.silencePeriodMilliseconds)
 
         # Mirrors and plain-HTTP hosts:
         # [[resolver.host."registry.example.com".mirrors]]
@@ -145,10 +187,3 @@ public struct StoreConfiguration: Sendable, Equatable {
     }
 }
 
-/// A bad configuration: the file and every key at fault.
-public struct ConfigurationError: Error, CustomStringConvertible, Sendable {
-    /// What is wrong.
-    public var message: String
-    init(_ m: String) { message = m }
-    public var description: String { message }
-}

@@ -83,16 +83,20 @@ public final class StoreFileSystem: FileSystem, ChangeNotifications {
 
     /// Resolves a layer off the reader threads; a layer the store does not serve is ENOENT ("not here"), and so
     /// is one whose resolution takes longer than the resolve timeout: the lookup stops waiting then (the
-    /// resolution goes on, shared, and files the layer for the next lookup if it succeeds).
+    /// resolution goes on, shared, and files the layer for the next lookup if it succeeds). The log line says
+    /// whether the layer was refused, not found, or failed to resolve, and why.
     func resolveAsync(_ ref: Reference, _ digest: Digest) async throws -> StoreLayer {
         do {
             return try await Self.first(within: resolveTimeout) { try await self.manager.resolve(ref, digest) }
         } catch {
-            let message = (error as? FUSEError)?.message ?? "\(error)"
+            let e = error as? StoreError ?? StoreError(.resolveFailed, "resolving \(ref) \(digest)", cause: error)
             logger.info(
                 "layer not served; the client pulls it normally",
-                metadata: ["image.ref": "\(ref)", "layer.digest": "\(digest)", "error": "\(message)", "remote-snapshot-prepared": "false"])
-            throw FUSEError(ENOENT, message)
+                metadata: [
+                    "image.ref": "\(ref)", "layer.digest": "\(digest)", "reason": "\(e.code)", "error": "\(e)",
+                    "remote-snapshot-prepared": "false",
+                ])
+            throw FUSEError(ENOENT, "\(e.code): \(e)")
         }
     }
 
@@ -111,7 +115,7 @@ public final class StoreFileSystem: FileSystem, ChangeNotifications {
                 },
                 Task {
                     guard (try? await Task.sleep(for: limit)) != nil else { return }  // cancelled: answered
-                    race.answer(.failure(FUSEError(EIO, "resolving took longer than \(limit)")))
+                    race.answer(.failure(StoreError(.resolveFailed, "resolving took longer than \(limit)")))
                 })
         }
     }

@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
 import FUSE
 @testable import LazyLayer
+import TestSupport
 import Testing
 #if canImport(Glibc)
 @preconcurrency import Glibc

@@ -15,22 +15,6 @@ import Testing
 
 let fixtures = Paths.fixtures.path
 
-func fixture(_ name: String) throws -> [UInt8] {
-    [UInt8](try Data(contentsOf: URL(fileURLWithPath: "\(fixtures)/\(name)")))
-}
-
-func registryClient(_ hosts: String...) -> RegistryClient {
-    var h: [String: HostConfiguration] = [:]
-    for host in hosts { h[host] = HostConfiguration(insecure: true) }
-    return RegistryClient(configuration: RegistryConfiguration(hosts: h, maxRetries: 2, retryBaseDelay: .milliseconds(5)))
-}
-
-/// Options for tests: nothing fetched unless asked, memory only unless a cache directory is given.
-func quietOptions(cache: String? = nil, prefetch: Bool = false, background: Bool = false) throws -> LazyLayerOptions {
-    LazyLayerOptions(
-        diskCache: try cache.map { try DiskChunkCache(directory: $0) }, prefetch: prefetch, backgroundFetch: background)
-}
-
 /// Mounts a layer, runs `body`, and unmounts on every path; checks that nothing stays mounted.
 func withMountedLayer<T>(
     _ client: RegistryClient, _ ref: Reference, _ layer: Descriptor, at dir: String, options: LazyLayerOptions,
@@ -76,20 +60,6 @@ func lstatPath(_ p: String) -> Stat? {
     return Stat(
         mode: st.st_mode, uid: st.st_uid, gid: st.st_gid, size: Int64(st.st_size), mtime: st.st_mtim.tv_sec,
         nlink: UInt(st.st_nlink), rdev: UInt(st.st_rdev))
-}
-
-func xattrs(_ p: String) -> [String: [UInt8]] {
-    var names = [Int8](repeating: 0, count: 65536)
-    let n = llistxattr(p, &names, names.count)
-    guard n > 0 else { return [:] }
-    var out: [String: [UInt8]] = [:]
-    for name in names.prefix(n).split(separator: 0) {
-        let key = String(decoding: name.map { UInt8(bitPattern: $0) }, as: UTF8.self)
-        var v = [UInt8](repeating: 0, count: 65536)
-        let m = lgetxattr(p, key, &v, v.count)
-        if m >= 0 { out[key] = Array(v.prefix(m)) }
-    }
-    return out
 }
 
 func listDirectory(_ p: String) -> [String] {

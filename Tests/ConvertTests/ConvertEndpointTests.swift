@@ -36,7 +36,7 @@ struct ConvertEndpointTests {
         let plain = try Reference("\(registry.host)/layout/app:1")
         let tars = [SampleLayer.tar(), TestImage.tar([("etc/motd", Array("layout\n".utf8))])]
         try await TestImage.push(c, plain, layers: tars)
-        try await withTempDir { dir in
+        try await withTemporaryDirectory("convert") { dir in
             // skopeo writes the source layout: our reader meets another tool's layout.
             try run("/usr/bin/skopeo", ["copy", "--src-tls-verify=false", "docker://\(plain)", "oci:\(dir)/src:plain"])
             let converter = ImageConverter(client: c)

@@ -1,0 +1,177 @@
+// SPDX-License-Identifier: Apache-2.0
+public import FUSE
+import Foundation
+public import LazyLayer
+public import Logging
+public import Registry
+#if canImport(Glibc)
+@preconcurrency import Glibc
+#endif
+
+/// The `stargz-store` daemon, assembled in one place from its configuration: the registry client (hosts from
+/// registries.conf, then config.toml's resolver), the caches and the shared fetch schedule, the layer manager,
+/// the FUSE namespace and its mount, the metrics listener; run until told to stop, then taken down in order.
+/// `stargz-store` only parses its flags and calls this.
+public struct StoreDaemon: Sendable {
+    /// Where the daemon reads and writes.
+    public struct Paths: Sendable, Equatable {
+        /// The configuration file (`-config`).
+        public var config: String
+        /// The state directory (`-root`): the chunk cache lives in `chunks/` under it.
+        public var root: String
+        /// The mount point of the store (the `additionallayerstores` path).
+        public var mountPoint: String
+
+        /// Upstream's paths (`Deploy.StoreLayout` writes the same ones into the units and storage.conf).
+        public static let defaultConfig = "/etc/stargz-store/config.toml"
+        public static let defaultRoot = "/var/lib/stargz-store"
+
+        /// Creates paths.
+        public init(config: String = Paths.defaultConfig, root: String = Paths.defaultRoot, mountPoint: String) {
+            self.config = config
+            self.root = root
+            self.mountPoint = mountPoint
+        }
+
+        /// The chunk cache.
+        public var chunks: String { root + "/chunks" }
+    }
+
+    /// The paths.
+    public let paths: Paths
+    /// The configuration in force.
+    public let configuration: StoreConfiguration
+    let logger: Logger
+
+    /// A daemon over a configuration already read.
+    public init(paths: Paths, configuration: StoreConfiguration, logger: Logger) {
+        self.paths = paths
+        self.configuration = configuration
+        self.logger = logger
+    }
+
+    /// Reads the configuration file: a missing file at the default path means the defaults, a missing file
+    /// named explicitly is an error, and so is every bad value (naming the key). Unknown keys are logged.
+    public static func load(paths: Paths, logger: Logger) throws(StoreError) -> StoreDaemon {
+        var conf = StoreConfiguration()
+        if let data = FileManager.default.contents(atPath: paths.config) {
+            let (c, warnings) = try StoreConfiguration.parse(String(decoding: data, as: UTF8.self), path: paths.config)
+            conf = c
+            for w in warnings { logger.warning("\(w) in \(paths.config) is ignored") }
+        } else if paths.config != Paths.defaultConfig {
+            throw StoreError(.configuration, "\(paths.config) does not exist")
+        }
+        return StoreDaemon(paths: paths, configuration: conf, logger: logger)
+    }
+
+    // MARK: The parts, from the configuration
+
+    /// The registry client's settings over `hosts` (registries.conf's, which config.toml's resolver overrides).
+    public func registryConfiguration(hosts registriesConf: [String: HostConfiguration]) -> RegistryConfiguration {
+        var hosts = registriesConf
+        for (k, v) in configuration.hosts { hosts[k] = v }
+        return RegistryConfiguration(
+            hosts: hosts, fetchTimeout: .seconds(configuration.fetchingTimeoutSeconds), maxRetries: Int(configuration.maxRetries),
+            retryBaseDelay: .milliseconds(configuration.minWaitMilliseconds))
+    }
+
+    /// What every layer gets: one memory bound, one decompression budget and one background schedule for the
+    /// whole store (as upstream's task manager: background fetching waits for the silence period after the last
+    /// read and uses `max_concurrency` requests).
+    public func layerOptions(diskCache: DiskChunkCache?) -> LazyLayerOptions {
+        let c = configuration
+        return LazyLayerOptions(
+            memoryCacheBytes: Int(c.memoryCacheMiB) << 20, diskCache: diskCache, prefetch: !c.noPrefetch,
+            prefetchSizeWithoutLandmark: c.prefetchSize, backgroundFetch: !c.noBackgroundFetch,
+            memoryCache: MemoryChunkCache(capacity: Int(c.memoryCacheMiB) << 20),
+            scheduler: FetchScheduler(silence: .milliseconds(c.silencePeriodMilliseconds), backgroundSlots: Int(c.maxConcurrency)),
+            readAround: c.readAroundSize,
+            decompressionBudget: MemoryBudget(capacity: LazyLayerOptions.defaultDecompressionBudget))
+    }
+
+    /// How the namespace is mounted. The kernel checks the modes the store reports (a root-only namespace,
+    /// each layer's own modes); root passes them as containers/storage needs, for the `use` and `rmdir`
+    /// notifications too (hence read-write, every other write EROFS). Negative lookups are not cached: a layer
+    /// that is not there now may be resolvable in a moment.
+    public var fuseOptions: FUSESession.Options {
+        FUSESession.Options(
+            readers: Int(configuration.fuseReaderThreads), fsName: "stargzstore", subtype: "stargzstore",
+            cacheTimeout: .seconds(min(configuration.fuseAttrTimeoutSeconds, configuration.fuseEntryTimeoutSeconds)),
+            cacheNegativeLookups: false, readOnly: false, defaultPermissions: true, allowSetuid: true)
+    }
+
+    // MARK: Running
+
+    /// Sets up, mounts, says READY (systemd's `NOTIFY_SOCKET`, and `ready`), serves until `stop` returns, then
+    /// stops every layer's work, unmounts and closes the listeners.
+    public func run(
+        registriesConf: [String] = RegistriesConf.defaultFiles(), credentials: CredentialStore = CredentialStore(),
+        ready: @Sendable () -> Void = {}, until stop: @Sendable () async -> Void
+    ) async throws(StoreError) {
+        var hosts: [String: HostConfiguration] = [:]
+        do { hosts = try RegistriesConf.load(registriesConf) } catch { logger.warning("registries.conf is ignored: \(error)") }
+        let client = RegistryClient(configuration: registryConfiguration(hosts: hosts), credentials: credentials, logger: logger)
+        do {
+            try await serve(client, ready: ready, until: stop)
+        } catch {
+            try? await client.shutdown()
+            throw error
+        }
+        try? await client.shutdown()
+        logger.info("Exiting")
+    }
+
+    private func serve(_ client: RegistryClient, ready: @Sendable () -> Void, until stop: @Sendable () async -> Void) async throws(StoreError) {
+        let mountPoint = paths.mountPoint
+        let disk: DiskChunkCache
+        do {
+            try FileManager.default.createDirectory(atPath: paths.chunks, withIntermediateDirectories: true)
+            try FileManager.default.createDirectory(atPath: mountPoint, withIntermediateDirectories: true)
+            disk = try DiskChunkCache(directory: paths.chunks, maxBytes: configuration.diskCacheMiB << 20)
+        } catch {
+            throw StoreError(.setup, "cannot create \(paths.root) or \(mountPoint)", cause: error)
+        }
+        // A mount left by a crash ("transport endpoint is not connected") is cleaned up first.
+        if umount2(mountPoint, Int32(MNT_DETACH)) == 0 { logger.info("cleaned up a stale mount at \(mountPoint)") }
+        let manager = LayerManager(
+            client: client,
+            options: LayerManagerOptions(
+                layer: layerOptions(diskCache: disk), manifestTTL: .seconds(configuration.resolveResultEntryTTLSeconds)),
+            logger: logger)
+        let fs = StoreFileSystem(manager: manager, logger: logger)
+        var metrics: MetricsServer? = nil
+        if let address = configuration.metricsAddress {
+            do {
+                metrics = try await MetricsServer.start(address: address, metrics: manager.metrics)
+                logger.info("metrics served at http://\(address)/metrics")
+            } catch {
+                throw StoreError(.setup, "cannot serve metrics at \(address)", key: "metrics_address", cause: error)
+            }
+        }
+        let session: FUSESession
+        do {
+            let options = fuseOptions, logger = logger
+            session = try await runBlocking { try FUSESession.mount(fs, at: mountPoint, options: options, logger: logger) }
+        } catch {
+            await metrics?.close()
+            throw StoreError(.setup, "failed to mount \(mountPoint)", cause: error)
+        }
+        // READY only once the mount answers.
+        let answers = await runBlocking { () -> Bool in
+            var st = stat()
+            return stat(mountPoint, &st) == 0
+        }
+        logger.info(
+            "store mounted; content verification is on (TOC digest and every chunk)",
+            metadata: ["mountpoint": "\(mountPoint)", "root": "\(paths.root)"])
+        let notified = SystemdNotify.send("READY=1")
+        logger.debug("SdNotifyReady", metadata: ["notified": "\(notified)", "answers": "\(answers)"])
+        ready()
+
+        await stop()
+        SystemdNotify.send("STOPPING=1")
+        await manager.close()
+        await runBlocking { session.unmount() }
+        await metrics?.close()
+    }
+}
