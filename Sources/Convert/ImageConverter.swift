@@ -256,7 +256,7 @@ public struct ImageConverter: Sendable {
         var w = options.writer
         w.temporaryDirectory = dir
         let writer = w
-        let built = try await Self.runBlocking { try EStargzWriter.build(input: input, output: output, options: writer) }
+        let built = try await runBlocking { () throws in try EStargzWriter.build(input: input, output: output, options: writer) }
         var annotations = layer.annotations ?? [:]
         for (k, v) in built.annotations { annotations[k] = v }
         let desc = Descriptor(mediaType: built.mediaType, digest: built.blobDigest, size: built.compressedSize, annotations: annotations)
@@ -273,13 +273,6 @@ public struct ImageConverter: Sendable {
         let dir = "\(base)/stargz-convert-\(UUID().uuidString)"
         try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
         return dir
-    }
-
-    /// Runs CPU-bound, blocking work on a Dispatch thread, off the cooperative pool.
-    static func runBlocking<T: Sendable>(_ body: @escaping @Sendable () throws -> T) async throws -> T {
-        try await withCheckedThrowingContinuation { c in
-            DispatchQueue.global().async { c.resume(with: Result { try body() }) }
-        }
     }
 }
 

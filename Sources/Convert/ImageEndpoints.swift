@@ -156,7 +156,7 @@ public struct OCILayoutImage: ImageSource, ImageDestination {
 
     public func download(_ d: Descriptor, to path: String) async throws {
         let from = blobPath(d.digest)
-        try await ImageConverter.runBlocking {
+        try await runBlocking { () throws in
             guard let input = FileHandle(forReadingAtPath: from) else { throw error("blob \(d.digest) is missing") }
             defer { try? input.close() }
             _ = FileManager.default.createFile(atPath: path, contents: nil)

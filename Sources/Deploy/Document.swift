@@ -1,4 +1,5 @@
 // SPDX-License-Identifier: Apache-2.0
+import TOML
 
 /// A JSON-shaped document with ordered keys, written as YAML or as JSON.
 ///
@@ -205,6 +206,6 @@ public indirect enum Document: Sendable, Equatable {
     }
 
     static func jsonString(_ s: String) -> String {
-        quoted(s, escaping: { $0.value < 0x20 || $0.value == 0x7F || $0.value == 0x2028 || $0.value == 0x2029 })
+        jsonQuoted(s)
     }
 }

@@ -111,10 +111,8 @@ struct BackgroundFetcher: Sendable {
     /// The per-layer latency line of upstream's store, in its shape (debug level, `layer_sha`,
     /// `metrics=latency`, `operation`, `msg` = `value=<ms> milliseconds[; prefetch_size=<n> bytes]`).
     func logLatency(_ operation: String, since start: ContinuousClock.Instant, suffix: String) {
-        let d = ContinuousClock.now - start
-        let ms = Double(d.components.seconds) * 1000 + Double(d.components.attoseconds) / 1e15
         logger.debug(
-            "value=\((ms * 1000).rounded() / 1000) milliseconds\(suffix)",
+            "value=\((ContinuousClock.now - start).fractionalMilliseconds) milliseconds\(suffix)",
             metadata: ["layer_sha": "\(layerDigest)", "metrics": "latency", "operation": "\(operation)"])
     }
 }

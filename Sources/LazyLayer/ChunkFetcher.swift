@@ -232,8 +232,3 @@ final class ChunkFetcher: Sendable {
         }
     }
 }
-
-extension Duration {
-    /// The duration in whole milliseconds (rounded down).
-    public var milliseconds: Int64 { components.seconds * 1000 + components.attoseconds / 1_000_000_000_000_000 }
-}

@@ -2,6 +2,7 @@
 import Foundation
 public import Logging
 import Synchronization
+import TOML
 #if canImport(Glibc)
 @preconcurrency import Glibc
 #endif
@@ -90,25 +91,7 @@ public struct JSONLogHandler: LogHandler {
             + "\(pad(t.tm_hour, 2)):\(pad(t.tm_min, 2)):\(pad(t.tm_sec, 2)).\(pad(Int32(ts.tv_nsec / 1_000_000), 3))Z"
     }
 
-    static func quote(_ s: String) -> String {
-        var out = "\""
-        for u in s.unicodeScalars {
-            switch u {
-            case "\"": out += "\\\""
-            case "\\": out += "\\\\"
-            case "\n": out += "\\n"
-            case "\t": out += "\\t"
-            default:
-                if u.value < 0x20 {
-                    let hex = String(u.value, radix: 16)
-                    out += "\\u" + String(repeating: "0", count: 4 - hex.count) + hex
-                } else {
-                    out.unicodeScalars.append(u)
-                }
-            }
-        }
-        return out + "\""
-    }
+    static func quote(_ s: String) -> String { jsonQuoted(s) }
 
     /// Parses upstream's level names (`trace` … `panic`).
     public static func level(_ s: String) -> Logger.Level? {

@@ -49,14 +49,3 @@ public final class MountedLayer: Sendable {
         await runBlocking { s.unmount() }
     }
 }
-
-/// Runs blocking work (mount, unmount, file I/O on our own mounts) on a Dispatch thread, off the cooperative
-/// pool; throws what `body` throws (nothing for a closure that does not throw).
-public func runBlocking<T: Sendable, E: Error>(_ body: @escaping @Sendable () throws(E) -> T) async throws(E) -> T {
-    let r = await withCheckedContinuation { (c: CheckedContinuation<Result<T, E>, Never>) in
-        DispatchQueue.global().async {
-            do throws(E) { c.resume(returning: .success(try body())) } catch { c.resume(returning: .failure(error)) }
-        }
-    }
-    return try r.get()
-}

@@ -3,7 +3,7 @@
 /// A double-quoted string in the syntax JSON, YAML and TOML share: `\"`, `\\`, `\n`, `\t` and `\r`, then
 /// `\uXXXX` (`\UXXXXXXXX` past the BMP, which YAML and TOML read and JSON callers never ask for) for the scalars
 /// `escape` picks; every other scalar as it is.
-func quoted(_ s: String, escaping escape: (Unicode.Scalar) -> Bool) -> String {
+public func quoted(_ s: String, escaping escape: (Unicode.Scalar) -> Bool) -> String {
     var out = "\""
     for u in s.unicodeScalars {
         switch u {
@@ -23,6 +23,12 @@ func quoted(_ s: String, escaping escape: (Unicode.Scalar) -> Bool) -> String {
         }
     }
     return out + "\""
+}
+
+/// A JSON string literal of `s`: control characters, DEL and the two line separators JavaScript reads as line ends
+/// escaped (the one JSON quoting of the package: manifests, Ignition, the store's log lines).
+public func jsonQuoted(_ s: String) -> String {
+    quoted(s, escaping: { $0.value < 0x20 || $0.value == 0x7F || $0.value == 0x2028 || $0.value == 0x2029 })
 }
 
 private func hex(_ v: UInt32, width: Int) -> String {
