@@ -27,8 +27,9 @@ public final class Dispatcher: Sendable {
     let fs: any FileSystem
     let options: FUSESession.Options
     let logger: Logger
+    /// The minor agreed at INIT (0 before), read for every request.
+    private let negotiated = Atomic<UInt32>(0)
     private struct State {
-        var minor: UInt32 = 0
         var directories: [UInt64: [DirectoryEntry]] = [:]
         var nextHandle: UInt64 = 1
     }
@@ -45,7 +46,7 @@ public final class Dispatcher: Sendable {
     }
 
     /// The protocol minor agreed at INIT (0 before).
-    public var minor: UInt32 { state.withLock { $0.minor } }
+    public var minor: UInt32 { negotiated.load(ordering: .acquiring) }
 
     /// Directory handles open now.
     public var openDirectories: Int { state.withLock { $0.directories.count } }
@@ -127,7 +128,7 @@ public final class Dispatcher: Sendable {
         out.maxWrite = 4096
         out.timeGranularity = 1
         out.maxPages = UInt16(options.maxRead / 4096)
-        state.withLock { $0.minor = out.minor }
+        negotiated.store(out.minor, ordering: .releasing)
         return out
     }
 

@@ -75,6 +75,9 @@ public final class FUSESession: Sendable {
 
     struct State {
         var inFlight: [UInt64: Task<Void, Never>] = [:]
+        /// Requests in flight that the kernel interrupted: their cancellation is answered EINTR (any other, as
+        /// at unmount, EIO).
+        var interrupted: Set<UInt64> = []
         var unmounted = false
         var readersLeft = 0
         /// Every fd of the session (the first and its clones); closed only when nothing can write to them.
@@ -194,7 +197,11 @@ public final class FUSESession: Sendable {
         case .later(let work):
             submit(fd, request.header, work)
         case .interrupt(let target):
-            let t = state.withLock { $0.inFlight[target] }
+            let t = state.withLock { s -> Task<Void, Never>? in
+                guard let t = s.inFlight[target] else { return nil }
+                s.interrupted.insert(target)
+                return t
+            }
             t?.cancel()
         case .none:
             break
@@ -211,22 +218,32 @@ public final class FUSESession: Sendable {
         slots.wait()
         tasks.enter()
         let unique = header.unique
-        state.withLock { s in
-            s.inFlight[unique] = Task { [self] in
+        let late = state.withLock { s -> Task<Void, Never>? in
+            let t = Task { [self] in
                 defer {
-                    state.withLock { _ = $0.inFlight.removeValue(forKey: unique) }
+                    state.withLock { s in
+                        s.inFlight[unique] = nil
+                        s.interrupted.remove(unique)
+                    }
                     slots.signal()
                     tasks.leave()
                 }
                 do {
                     send(fd, try await work(), unique)
                 } catch {
-                    let e = FUSEError(replyingTo: error)
+                    var e = FUSEError(replyingTo: error)
+                    if e.errno == EINTR, !state.withLock({ $0.interrupted.contains(unique) }) {
+                        e = FUSEError(EIO, "cancelled: the filesystem is unmounting")
+                    }
                     dispatcher.log(e, header)
                     send(fd, .status(e.errno), unique)
                 }
             }
+            s.inFlight[unique] = t
+            // Unmount has taken its list of tasks to cancel already: this one is cancelled here.
+            return s.unmounted ? t : nil
         }
+        late?.cancel()
     }
 
     /// Writes one reply: the header and the payload in one `writev`, checked.

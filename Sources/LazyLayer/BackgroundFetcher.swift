@@ -16,6 +16,7 @@ struct BackgroundFetcher: Sendable {
 
     /// The prefetch, then the background fetch, as the options say.
     func run() async {
+        guard !Task.isCancelled else { return }  // the layer closed before this started
         // Opening the layer and its prefetch count as foreground work: the background fetch waits for the
         // silence after them, as it does after reads.
         scheduler.enter()
@@ -41,7 +42,7 @@ struct BackgroundFetcher: Sendable {
     /// Fetches everything before the prefetch landmark in one request (readers of those chunks wait for it).
     func prefetch() async {
         defer { fetcher.counters.withLock { $0.prefetchDone = true } }
-        guard options.prefetch else { return }
+        guard options.prefetch, !Task.isCancelled else { return }
         let end: Int64
         switch reader.prefetch {
         case .none: return
@@ -65,7 +66,7 @@ struct BackgroundFetcher: Sendable {
 
     /// Fetches the rest of the layer to disk, a bounded request at a time, yielding to on-demand reads.
     func fetchRest() async {
-        guard let disk = options.diskCache else { return }
+        guard let disk = options.diskCache, !Task.isCancelled else { return }
         let started = ContinuousClock.now
         let pending = allChunks().filter { c in c.digest.map { !disk.contains($0) } ?? false }
         var batch: [Chunk] = []

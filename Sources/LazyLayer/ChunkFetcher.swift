@@ -82,6 +82,8 @@ final class ChunkFetcher: Sendable {
                 let r: Result<Flight.Value, any Error>
                 do {
                     r = .success(try await fetchGroup(work, intoMemory: intoMemory, gap: gap, optional: optionalKeys))
+                } catch is CancellationError where coordination.withLock({ $0.machine.closed }) {
+                    r = .failure(LazyLayerError(.closed, "\(source.name) is closing"))  // cancelled by close()
                 } catch {
                     r = .failure(error)
                 }
@@ -150,6 +152,10 @@ final class ChunkFetcher: Sendable {
             throw CancellationError()
         } catch {
             throw LazyLayerError(.fetchFailed, "\(source.name): \(rs.count) ranges from \(rs.first?.lowerBound ?? 0)", cause: error)
+        }
+        // The source promises one body per range, of its length; a short one would be read past.
+        guard bodies.count == rs.count, zip(bodies, rs).allSatisfy({ Int64($0.count) == $1.count }) else {
+            throw LazyLayerError(.fetchFailed, "\(source.name): the source answered \(rs.count) ranges with bodies of other lengths")
         }
         if logger.logLevel <= .debug {
             logger.debug(

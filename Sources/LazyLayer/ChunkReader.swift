@@ -76,9 +76,10 @@ struct ChunkReader: Sendable {
     /// Assembles a plan from the caches.
     func assemble(_ p: ReadPlan) -> Assembly {
         if p.isEmpty { return .complete([]) }
-        // The common case, one chunk in memory: a single copy of the wanted bytes.
-        if p.chunks.count == 1, let c = p.chunks.first, let piece = cached(c, Self.wanted(c, p)) {
-            return .complete(Array(piece.bytes[piece.range]))
+        // The common case, one chunk: a single copy of the wanted bytes (none for a range read from disk).
+        if p.chunks.count == 1, let c = p.chunks.first {
+            guard let piece = cached(c, Self.wanted(c, p)) else { return .partial(pieces: [nil], missing: [c]) }
+            return .complete(piece.range == piece.bytes.indices ? piece.bytes : Array(piece.bytes[piece.range]))
         }
         var pieces: [Assembly.Piece?] = []
         pieces.reserveCapacity(p.chunks.count)

@@ -9,6 +9,7 @@
 /// - a read that finds its chunk in flight only as another read's *optional* sibling (read-around) joins that
 ///   flight, and if the flight leaves the chunk out (it failed verification there: optional chunks are dropped,
 ///   not retried), the read fetches it again itself, where it is required and gets its second try;
+/// - an optional chunk already in flight is left to that flight: the read does not wait for it;
 /// - a waiter that is cancelled (a FUSE interrupt) leaves without touching the flight others wait on;
 /// - after ``close()`` nothing starts, and every flight still running is to be cancelled.
 struct FetchStateMachine: Sendable {
@@ -58,13 +59,14 @@ struct FetchStateMachine: Sendable {
         var mine: [ChunkKey] = []
         var mineOptional = Set<ChunkKey>()
         var seen = Set<ChunkKey>()
-        let optionalSet = Set(optional)
+        let optionalSet = Set(optional).subtracting(required)
         for k in required + optional where seen.insert(k).inserted {
             if let f = inFlight[k] {
-                if !join.contains(f) { join.append(f) }
+                // A neighbour someone else fetches is not worth waiting for (it may be a whole prefetch).
+                if !optionalSet.contains(k), !join.contains(f) { join.append(f) }
             } else {
                 mine.append(k)
-                if optionalSet.contains(k) && !required.contains(k) { mineOptional.insert(k) }
+                if optionalSet.contains(k) { mineOptional.insert(k) }
             }
         }
         guard !mine.isEmpty else { return .join(join) }

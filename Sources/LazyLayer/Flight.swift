@@ -15,9 +15,10 @@ final class Flight: Sendable {
     /// Readers waiting for the flight now.
     var waiterCount: Int { state.withLock { $0.waiters.count } }
 
-    /// Completes the flight and wakes every waiter.
+    /// Completes the flight and wakes every waiter; the first result stands (a later call changes nothing).
     func finish(_ r: Result<Value, any Error>) {
-        let waiters = state.withLock { s in
+        let waiters = state.withLock { s -> [CheckedContinuation<Value, any Error>] in
+            guard s.result == nil else { return [] }
             s.result = r
             defer { s.waiters = [:] }
             return Array(s.waiters.values)
@@ -56,10 +57,12 @@ public final class FetchScheduler: Sendable {
     private struct State {
         var active = 0
         var quietSince: ContinuousClock.Instant
-        var idleWaiters: [CheckedContinuation<Void, Never>] = []
+        var idleWaiters: [Int: CheckedContinuation<Void, Never>] = [:]
         var freeSlots: Int
-        var slotWaiters: [CheckedContinuation<Void, Never>] = []
+        /// Waiting for a slot, in arrival order (ids), each resumed with whether it got the slot.
+        var slotWaiters: [(id: Int, continuation: CheckedContinuation<Bool, Never>)] = []
         var waiting = 0
+        var nextID = 0
     }
     private let state: Mutex<State>
     /// How long reads must have stopped before background fetching (re)starts.
@@ -80,27 +83,21 @@ public final class FetchScheduler: Sendable {
             s.active -= 1
             guard s.active == 0 else { return [CheckedContinuation<Void, Never>]() }
             s.quietSince = .now
-            defer { s.idleWaiters = [] }
-            return s.idleWaiters
+            defer { s.idleWaiters = [:] }
+            return Array(s.idleWaiters.values)
         }
         for w in waiters { w.resume() }
     }
 
     /// Waits until the foreground has been quiet for the silence period and a background slot is free, then
-    /// takes the slot; give it back with ``endTurn()``. Throws `CancellationError` when the task is cancelled.
+    /// takes the slot; give it back with ``endTurn()``. Throws `CancellationError` when the task is cancelled,
+    /// at whichever wait it is in (a closing layer must not wait for other layers' reads to end).
     func backgroundTurn() async throws {
         state.withLock { $0.waiting += 1 }
         defer { state.withLock { $0.waiting -= 1 } }
         while true {
             try Task.checkCancellation()
-            await withCheckedContinuation { (c: CheckedContinuation<Void, Never>) in
-                let now = state.withLock { s in
-                    if s.active == 0 { return true }
-                    s.idleWaiters.append(c)
-                    return false
-                }
-                if now { c.resume() }
-            }
+            try await waitForIdle()
             let wake = state.withLock { $0.active == 0 ? $0.quietSince + silence : nil }
             guard let wake else { continue }
             if wake > .now {
@@ -109,17 +106,58 @@ public final class FetchScheduler: Sendable {
             }
             break
         }
-        await withCheckedContinuation { (c: CheckedContinuation<Void, Never>) in
-            let now = state.withLock { s in
-                if s.freeSlots > 0 {
-                    s.freeSlots -= 1
-                    return true
-                }
-                s.slotWaiters.append(c)
-                return false
-            }
-            if now { c.resume() }
+        try await takeSlot()
+    }
+
+    private func newID() -> Int {
+        state.withLock { s in
+            defer { s.nextID += 1 }
+            return s.nextID
         }
+    }
+
+    /// Returns once no foreground work runs; throws when cancelled.
+    private func waitForIdle() async throws {
+        let id = newID()
+        await withTaskCancellationHandler {
+            await withCheckedContinuation { (c: CheckedContinuation<Void, Never>) in
+                let now = state.withLock { s in
+                    if s.active == 0 || Task.isCancelled { return true }
+                    s.idleWaiters[id] = c
+                    return false
+                }
+                if now { c.resume() }
+            }
+        } onCancel: {
+            state.withLock { $0.idleWaiters.removeValue(forKey: id) }?.resume()
+        }
+        try Task.checkCancellation()
+    }
+
+    /// Takes a background slot, waiting in turn for one; throws (holding none) when cancelled.
+    private func takeSlot() async throws {
+        let id = newID()
+        let got = await withTaskCancellationHandler {
+            await withCheckedContinuation { (c: CheckedContinuation<Bool, Never>) in
+                let now: Bool? = state.withLock { s in
+                    if Task.isCancelled { return false }
+                    if s.freeSlots > 0 {
+                        s.freeSlots -= 1
+                        return true
+                    }
+                    s.slotWaiters.append((id, c))
+                    return nil
+                }
+                if let now { c.resume(returning: now) }
+            }
+        } onCancel: {
+            let c = state.withLock { s -> CheckedContinuation<Bool, Never>? in
+                guard let i = s.slotWaiters.firstIndex(where: { $0.id == id }) else { return nil }
+                return s.slotWaiters.remove(at: i).continuation
+            }
+            c?.resume(returning: false)
+        }
+        guard got else { throw CancellationError() }
     }
 
     /// Background fetches waiting for their turn (for tests and metrics).
@@ -127,13 +165,13 @@ public final class FetchScheduler: Sendable {
 
     /// Gives back the slot ``backgroundTurn()`` took.
     func endTurn() {
-        let next = state.withLock { s in
+        let next = state.withLock { s -> CheckedContinuation<Bool, Never>? in
             if s.slotWaiters.isEmpty {
                 s.freeSlots += 1
-                return nil as CheckedContinuation<Void, Never>?
+                return nil
             }
-            return s.slotWaiters.removeFirst()
+            return s.slotWaiters.removeFirst().continuation
         }
-        next?.resume()
+        next?.resume(returning: true)  // the slot passes to the next waiter
     }
 }

@@ -181,7 +181,7 @@ public final class LazyLayer: FileSystem {
     }
 
     /// Cancels the layer's fetches and background work and waits for them to return; frees its chunks in
-    /// memory. Reads after this fail (EINTR).
+    /// memory. Reads that must fetch fail after this (EIO); unmount first, so that none comes.
     public func close() async {
         await fetcher.close()
         backgroundDone.finish(.success([:]))
@@ -238,7 +238,16 @@ public final class LazyLayer: FileSystem {
     func fetchAndComplete(_ node: UInt64, _ plan: ReadPlan, _ pieces: [Assembly.Piece?], _ missing: [Chunk]) async throws -> [UInt8] {
         scheduler.enter()
         defer { scheduler.leave() }
-        let fetched = try await fetcher.fetch(missing, optional: neighbours(of: missing), intoMemory: true)
+        // Another read may have brought some of them since this one looked (it waited for a slot, or for the
+        // pool): those are taken from memory, not fetched again.
+        var fetched: [ChunkKey: [UInt8]] = [:]
+        var need: [Chunk] = []
+        for c in missing {
+            if let v = chunks.memory.get(chunks.owner, ChunkReader.key(c)) { fetched[ChunkReader.key(c)] = v } else { need.append(c) }
+        }
+        if !need.isEmpty {
+            for (k, v) in try await fetcher.fetch(need, optional: neighbours(of: need), intoMemory: true) { fetched[k] = v }
+        }
         guard let out = chunks.complete(plan, pieces: pieces, fetched: fetched) else {
             throw LazyLayerError(.inconsistent, "\(source.name): chunks of node \(node) went missing")
         }

@@ -28,7 +28,8 @@ public struct LazyLayerError: Error, CustomStringConvertible, Equatable, Sendabl
         case verificationFailed
         /// The TOC's chunks do not cover a read, or a chunk went missing (EIO).
         case inconsistent
-        /// The layer is closing (EINTR).
+        /// The layer is closing or closed (EIO: a read that comes then cannot be served, and retrying it will
+        /// not help; EINTR is for a read the kernel interrupted).
         case closed
 
         public var description: String {
@@ -77,8 +78,7 @@ public struct LazyLayerError: Error, CustomStringConvertible, Equatable, Sendabl
         case .invalidOperation: EINVAL
         case .noAttribute: ENODATA
         case .noDevice: ENXIO
-        case .fetchFailed, .verificationFailed, .inconsistent: EIO
-        case .closed: EINTR
+        case .fetchFailed, .verificationFailed, .inconsistent, .closed: EIO
         }
     }
 

@@ -25,7 +25,8 @@ final class TaskOwner: Sendable {
         return false
     }
 
-    /// Cancels every job and waits for them; jobs spawned but not started yet never run.
+    /// Cancels every job and waits for them. Jobs spawned but not started yet still run, as cancelled children:
+    /// each must check for cancellation before work that does not check it itself.
     func close() async {
         jobs.finish()
         runner.cancel()

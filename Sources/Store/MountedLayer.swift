@@ -42,10 +42,11 @@ public final class MountedLayer: Sendable {
         return MountedLayer(layer: layer, session: session, descriptor: descriptor)
     }
 
-    /// Stops background work and unmounts; waits for the FUSE readers to exit (on a Dispatch thread).
+    /// Unmounts (waiting for the FUSE readers to exit, on a Dispatch thread), then stops the layer's fetches and
+    /// background work: no read comes to a closed layer.
     public func unmount() async {
-        await layer.close()
         let s = session
         await runBlocking { s.unmount() }
+        await layer.close()
     }
 }

@@ -103,7 +103,7 @@ public struct StoreDaemon: Sendable {
     // MARK: Running
 
     /// Sets up, mounts, says READY (systemd's `NOTIFY_SOCKET`, and `ready`), serves until `stop` returns, then
-    /// stops every layer's work, unmounts and closes the listeners.
+    /// unmounts, stops every layer's work and closes the listeners.
     public func run(
         registriesConf: [String] = RegistriesConf.defaultFiles(), credentials: CredentialStore = CredentialStore(),
         ready: @Sendable () -> Void = {}, until stop: @Sendable () async -> Void
@@ -170,8 +170,9 @@ public struct StoreDaemon: Sendable {
 
         await stop()
         SystemdNotify.send("STOPPING=1")
-        await manager.close()
+        // Unmount first, so that no read comes to a closing layer; then stop every layer's work.
         await runBlocking { session.unmount() }
+        await manager.close()
         await metrics?.close()
     }
 }

@@ -105,7 +105,7 @@ struct FetchStateMachineTests {
 
 @Suite("Chunk fetcher: closing")
 struct FetcherCloseTests {
-    @Test("close cancels a fetch in flight and waits for it; its reader is answered; later reads fail EINTR")
+    @Test("close cancels a fetch in flight and waits for it; its reader is answered; later reads fail (EIO, closed)")
     func closeCancels() async throws {
         let blob = try fixture("kitchen-sink.esgz")
         let source = HeldSource(blob)
@@ -122,10 +122,53 @@ struct FetcherCloseTests {
             _ = try await reader.value
             Issue.record("a read of a closed layer answered")
         } catch {
-            #expect(FUSEError(replyingTo: error).errno == EINTR, "\(error)")
+            #expect((error as? LazyLayerError)?.code == .closed && FUSEError(replyingTo: error).errno == EIO, "\(error)")
         }
         let after = await #expect(throws: LazyLayerError.self) { _ = try await layer.readBytes(node: big.inode, offset: 0, size: 4096) }
         #expect(after?.code == .closed)
         source.release()
+    }
+}
+
+extension FetchStateMachineTests {
+    @Test("an optional neighbour that another read fetches is not waited for")
+    func optionalInFlightNotJoined() {
+        var m = Machine()
+        guard case .start(let prefetch, _, _, _) = m.request(required: [k(1), k(2), k(3)]) else { return }
+        // A read of chunk 9 with chunk 2 as a read-around neighbour: 2 is in the prefetch, which it does not join.
+        guard case .start(_, let chunks, let optional, let join) = m.request(required: [k(9)], optional: [k(2), k(10)]) else {
+            Issue.record("nothing started")
+            return
+        }
+        #expect(chunks == [k(9), k(10)] && optional == [k(10)] && join.isEmpty)
+        // Required, it is waited for.
+        #expect(m.request(required: [k(2)]) == .join([prefetch]))
+    }
+}
+
+@Suite("Fetch scheduler: cancellation")
+struct SchedulerCancellationTests {
+    @Test("a background turn waiting for the foreground to end leaves at once when cancelled")
+    func cancelWhileForegroundRuns() async {
+        let s = FetchScheduler(silence: .zero, backgroundSlots: 1)
+        s.enter()  // a read that does not end
+        let turn = Task { try await s.backgroundTurn() }
+        for _ in 0..<1_000_000 where s.waitingForTurn == 0 { await Task.yield() }
+        turn.cancel()
+        await #expect(throws: CancellationError.self) { try await turn.value }
+        s.leave()
+    }
+
+    @Test("a turn waiting for a slot leaves when cancelled, holding none; the slot goes to the next")
+    func cancelWhileSlotsAreTaken() async throws {
+        let s = FetchScheduler(silence: .zero, backgroundSlots: 1)
+        try await s.backgroundTurn()  // takes the only slot
+        let second = Task { try await s.backgroundTurn() }
+        for _ in 0..<1_000_000 where s.waitingForTurn == 0 { await Task.yield() }
+        second.cancel()
+        await #expect(throws: CancellationError.self) { try await second.value }
+        s.endTurn()
+        try await s.backgroundTurn()  // the slot came back, not to the cancelled waiter
+        s.endTurn()
     }
 }
