@@ -101,6 +101,15 @@ struct MountCommand: AsyncParsableCommand {
     }
 }
 
+/// Delivers `signals` to this thread and the threads it starts: a parent may have left them blocked (a blocked
+/// mask is inherited across exec).
+func unblockSignals(_ signals: [Int32]) {
+    var set = sigset_t()
+    sigemptyset(&set)
+    for s in signals { sigaddset(&set, s) }
+    pthread_sigmask(SIG_UNBLOCK, &set, nil)
+}
+
 /// Catches signals from its creation on; ``wait()`` returns once one of them has arrived (at once if one
 /// already has).
 // Sendable: `sources` is set once in init and only cancelled after (DispatchSource.cancel is thread-safe);
@@ -114,11 +123,7 @@ final class SignalWaiter: @unchecked Sendable {
     private var sources: [any DispatchSourceSignal] = []
 
     init(_ signals: [Int32]) {
-        // A parent may have left them blocked (a blocked mask is inherited across exec).
-        var set = sigset_t()
-        sigemptyset(&set)
-        for s in signals { sigaddset(&set, s) }
-        pthread_sigmask(SIG_UNBLOCK, &set, nil)
+        unblockSignals(signals)
         for s in signals {
             signal(s, SIG_IGN)
             let src = DispatchSource.makeSignalSource(signal: s, queue: .global())

@@ -3,6 +3,7 @@ public import ArgumentParser
 import CLinuxSys
 import Foundation
 import Logging
+import ServiceLifecycle
 import Store
 #if canImport(Glibc)
 @preconcurrency import Glibc
@@ -54,13 +55,22 @@ public struct StoreCommand: AsyncParsableCommand {
         let level = JSONLogHandler.level(logLevel)!
         let logger = Logger(label: "stargz.store") { JSONLogHandler(label: $0, level: level) }
         let paths = StoreDaemon.Paths(config: config, root: root, mountPoint: arguments[0])
-        do {
-            let daemon = try StoreDaemon.load(paths: paths, logger: logger)
-            // Signals are blocked and waited for from before the mount, so none is lost.
-            let stop = SignalWaiter([SIGINT, SIGTERM])
-            try await daemon.run(until: { await stop.wait() })
-        } catch {
+        let daemon: StoreDaemon
+        do { daemon = try StoreDaemon.load(paths: paths, logger: logger) } catch {
             logger.critical("\(error.code): \(error)", metadata: error.key.map { ["key": "\($0)"] } ?? [:])
+            throw ExitCode(1)
+        }
+        // A parent may have left SIGTERM and SIGINT blocked (the mask is inherited across exec); the group's
+        // handlers need them delivered.
+        unblockSignals([SIGINT, SIGTERM])
+        var group = ServiceGroupConfiguration(
+            services: [.init(service: daemon, serviceName: "stargz-store")], logger: logger)
+        group.gracefulShutdownSignals = [.sigterm, .sigint]
+        do {
+            try await ServiceGroup(configuration: group).run()
+        } catch {
+            let e = error as? StoreError
+            logger.critical("\(e.map { "\($0.code): " } ?? "")\(error)", metadata: e?.key.map { ["key": "\($0)"] } ?? [:])
             throw ExitCode(1)
         }
     }

@@ -4,6 +4,7 @@ import Foundation
 public import LazyLayer
 public import Logging
 public import Registry
+public import ServiceLifecycle
 #if canImport(Glibc)
 @preconcurrency import Glibc
 #endif
@@ -11,8 +12,9 @@ public import Registry
 /// The `stargz-store` daemon, assembled in one place from its configuration: the registry client (hosts from
 /// registries.conf, then config.toml's resolver), the caches and the shared fetch schedule, the layer manager,
 /// the FUSE namespace and its mount, the metrics listener; run until told to stop, then taken down in order.
-/// `stargz-store` only parses its flags and calls this.
-public struct StoreDaemon: Sendable {
+/// `stargz-store` only parses its flags and runs this as a service of a `ServiceGroup`, which turns SIGTERM and
+/// SIGINT into a graceful shutdown.
+public struct StoreDaemon: Service, Sendable {
     /// Where the daemon reads and writes.
     public struct Paths: Sendable, Equatable {
         /// The configuration file (`-config`).
@@ -101,6 +103,11 @@ public struct StoreDaemon: Sendable {
     }
 
     // MARK: Running
+
+    /// Runs until the service group's graceful shutdown (SIGTERM, SIGINT), then takes the daemon down in order.
+    public func run() async throws {
+        try await run(until: { try? await gracefulShutdown() })
+    }
 
     /// Sets up, mounts, says READY (systemd's `NOTIFY_SOCKET`, and `ready`), serves until `stop` returns, then
     /// unmounts, stops every layer's work and closes the listeners.
