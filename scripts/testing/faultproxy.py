@@ -13,10 +13,16 @@ own challenge (as it would for an expired token). --fail-skip lets N matching re
 --hold-range PREFIX holds blob requests whose Range header starts with PREFIX until GET /__release.
 GET /__heal turns every fault off. --rate B sends blob bodies at B bytes per second (a slow link).
 "bytes" in the stats counts the blob body bytes sent.
+--random-faults P faults each ranged blob GET with probability P (seeded by --seed), picking one of --fault-kinds
+(default all): reset (RST after half the body), 500, 503, 429 (Retry-After: 1), truncate (half the body, then
+FIN), length (a Content-Length one byte short, and that many bytes), stall (no answer for --stall-seconds, then
+close), redirect (a 307 to a signed URL of this proxy that expires 2 s later: 403 there from then on, so a client
+that keeps the redirect must notice and ask the registry again). The stats count each
+kind as "fault.KIND".
 Prints "listening on PORT" when ready. GET /__stats answers {"requests": n, "faults": m, "redirects": r,
 "multirange": k, "METHOD": count, ...}.
 """
-import argparse, http.client, http.server, json, os, signal, socket, sys, threading, time
+import argparse, http.client, http.server, json, os, random, signal, socket, struct, sys, threading, time
 
 # The parent (a test process) may have SIGTERM blocked; a blocked mask is inherited across exec.
 signal.pthread_sigmask(signal.SIG_UNBLOCK, [signal.SIGTERM, signal.SIGINT])
@@ -38,11 +44,30 @@ ap.add_argument("--corrupt-times", type=int, default=0)
 ap.add_argument("--corrupt-skip", type=int, default=0)
 ap.add_argument("--rate", type=int, default=0, help="bytes per second for blob bodies (0: unthrottled)")
 ap.add_argument("--hold-range", default=None)
+ap.add_argument("--random-faults", type=float, default=0.0)
+ap.add_argument("--seed", type=int, default=1)
+ap.add_argument("--fault-kinds", default="reset,500,503,429,truncate,length,stall,redirect")
+ap.add_argument("--stall-seconds", type=float, default=3.0)
 args = ap.parse_args()
 
 lock = threading.Lock()
 stats = {"requests": 0, "faults": 0, "multirange": 0, "redirects": 0, "bytes": 0, "held": 0}
 released = threading.Event()
+rng = random.Random(args.seed)
+kinds = [k for k in args.fault_kinds.split(",") if k]
+
+
+def random_fault():
+    """The kind of fault for this request, or None."""
+    if args.random_faults <= 0:
+        return None
+    with lock:
+        if rng.random() >= args.random_faults:
+            return None
+        k = rng.choice(kinds)
+        stats["faults"] += 1
+        stats["fault." + k] = stats.get("fault." + k, 0) + 1
+        return k
 
 
 # Per fault kind: [matching requests still to let through, faults still to inject].
@@ -91,6 +116,14 @@ class Handler(http.server.BaseHTTPRequestHandler):
         if self.path == "/__release":
             released.set()
             return self.reply(200, b"released")
+        if self.path.startswith("/__signed/"):
+            # A signed storage URL: good until its Expires, then refused as storage services do.
+            path, _, query = self.path[len("/__signed"):].partition("?")
+            expires = int(dict(p.partition("=")[::2] for p in query.split("&")).get("Expires", "0"))
+            if time.time() >= expires:
+                return self.reply(403, b"<Error><Code>AccessDenied</Code><Message>Request has expired</Message></Error>")
+            self.path = path
+            return self.forward(None, False, False)
         with lock:
             stats["requests"] += 1
             stats[self.command] = stats.get(self.command, 0) + 1
@@ -105,6 +138,10 @@ class Handler(http.server.BaseHTTPRequestHandler):
             err = json.dumps({"errors": [{"code": "INJECTED", "message": "injected fault"}]}).encode()
             return self.reply(args.fail_status, err, [("Content-Type", "application/json"), ("Retry-After", "0")])
         rng = self.headers.get("Range")
+        if rng and self.command == "GET" and "/blobs/sha256:" in self.path:
+            kind = random_fault()
+            if kind:
+                return self.inject(kind, body)
         if args.hold_range and rng and rng.startswith(args.hold_range) and "/blobs/" in self.path:
             with lock:
                 stats["held"] += 1
@@ -122,6 +159,66 @@ class Handler(http.server.BaseHTTPRequestHandler):
                 target += "&Expires=%d" % (int(time.time()) + args.redirect_expires)
             return self.reply(307, b"", [("Location", target)])
         return self.forward(body, strip_auth, matched)
+
+    def inject(self, kind, body):
+        if kind in ("500", "503", "429"):
+            err = json.dumps({"errors": [{"code": "INJECTED", "message": "injected %s" % kind}]}).encode()
+            extra = [("Retry-After", "1")] if kind == "429" else []
+            return self.reply(int(kind), err, [("Content-Type", "application/json")] + extra)
+        if kind == "stall":
+            time.sleep(args.stall_seconds)
+            return self.abort(rst=False)
+        if kind == "redirect":
+            target = "http://127.0.0.1:%d/__signed%s?Expires=%d" % (port, self.path, int(time.time()) + 2)
+            return self.reply(307, b"", [("Location", target)])
+        status, headers, data = self.fetch(body)
+        if status != 206 or len(data) < 2:
+            return self.send_upstream(status, headers, data)
+        self.send_response(status)
+        for k, v in headers:
+            self.send_header(k, v)
+        if kind == "length":
+            self.send_header("Content-Length", str(len(data) - 1))
+            self.end_headers()
+            self.wfile.write(data[:-1])
+            return
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data[: len(data) // 2])
+        self.wfile.flush()
+        self.abort(rst=(kind == "reset"))
+
+    def abort(self, rst):
+        """Ends the connection: with a RST (SO_LINGER 0) or a FIN."""
+        self.close_connection = True
+        try:
+            if rst:
+                self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                self.connection.close()
+            else:
+                self.connection.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+
+    def fetch(self, body):
+        """The upstream's answer: status, headers to pass on, body."""
+        headers = {k: v for k, v in self.headers.items() if k.lower() not in ("host", "connection")}
+        conn = http.client.HTTPConnection(args.upstream, timeout=60)
+        conn.request(self.command, self.path, body=body, headers=headers)
+        resp = conn.getresponse()
+        data = resp.read()
+        conn.close()
+        keep = [(k, v) for k, v in resp.getheaders() if k.lower() not in ("content-length", "connection", "transfer-encoding")]
+        return resp.status, keep, data
+
+    def send_upstream(self, status, headers, data):
+        self.send_response(status)
+        for k, v in headers:
+            self.send_header(k, v)
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(data)
 
     def forward(self, body, strip_auth, matched):
         headers = {k: v for k, v in self.headers.items() if k.lower() not in ("host", "connection")}

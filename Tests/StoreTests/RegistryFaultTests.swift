@@ -1,0 +1,248 @@
+// SPDX-License-Identifier: Apache-2.0
+import EStargz
+import FUSE
+import Foundation
+import LazyLayer
+import Logging
+import OCI
+import Registry
+import Store
+import Synchronization
+import TestSupport
+import Testing
+#if canImport(Glibc)
+@preconcurrency import Glibc
+#endif
+
+/// A deterministic PRNG (SplitMix64), so that a failing run can be replayed from its seed.
+private struct Mix: RandomNumberGenerator {
+    var state: UInt64
+    mutating func next() -> UInt64 {
+        state &+= 0x9E37_79B9_7F4A_7C15
+        var z = state
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        return z ^ (z >> 31)
+    }
+}
+
+/// Files of text-like content (so that gzip has work), 1 B to 700 KB, in a few directories.
+private func corpus(files: Int, seed: UInt64) -> [(String, [UInt8])] {
+    var rng = Mix(state: seed)
+    let words = ["layer", "chunk", "registry", "stargz", "fuse", "overlay", "podman", "node", "\n", "cri-o", "0x7f"]
+    return (0..<files).map { i in
+        let size = i % 10 == 0 ? Int.random(in: 200_000...700_000, using: &rng) : Int.random(in: 1...60_000, using: &rng)
+        var out: [UInt8] = []
+        out.reserveCapacity(size + 16)
+        while out.count < size {
+            out += Array(words[Int.random(in: 0..<words.count, using: &rng)].utf8)
+            out.append(UInt8(ascii: " ") &+ UInt8.random(in: 0...3, using: &rng))
+        }
+        return ("d\(i % 7)/f\(i).txt", Array(out.prefix(size)))
+    }
+}
+
+/// What a fault run measured.
+private struct Figures: CustomStringConvertible, Sendable {
+    var reads = 0, failed = 0, wrong = 0, overDeadline = 0
+    var latencies: [Double] = []
+    var slowest = 0.0, deadline = 0.0
+    var storeRequests = 0, proxy: [String: Int] = [:]
+
+    func percentile(_ p: Double) -> Double {
+        let s = latencies.sorted()
+        return s.isEmpty ? 0 : s[min(s.count - 1, Int(Double(s.count) * p))]
+    }
+
+    var description: String {
+        let kinds = proxy.filter { $0.key.hasPrefix("fault.") }.sorted { $0.key < $1.key }.map { "\($0.key.dropFirst(6))=\($0.value)" }
+        return """
+            reads \(reads); range requests from the layer \(storeRequests); requests at the proxy \(proxy["requests"] ?? 0), \
+            faulted \(proxy["faults"] ?? 0) (\(kinds.joined(separator: " "))); wrong bytes in \(wrong) reads; \
+            failed \(failed); slowest \(String(format: "%.2f", slowest)) s against a deadline of \(String(format: "%.1f", deadline)) s; \
+            p50 \(String(format: "%.1f", percentile(0.5) * 1000)) ms, p99 \(String(format: "%.1f", percentile(0.99) * 1000)) ms
+            """
+    }
+}
+
+private func now() -> Double {
+    var ts = timespec()
+    clock_gettime(CLOCK_MONOTONIC, &ts)
+    return Double(ts.tv_sec) + Double(ts.tv_nsec) / 1e9
+}
+
+/// Mounts the layer of a generated image from a registry behind the fault proxy (memory cache small, no disk
+/// cache, no prefetch or background fetch: reads reach the registry), and reads random ranges of random files
+/// from `workers` threads, dropping the page cache of each file first, comparing every byte with the tar.
+private func faultRun(rate: Double, reads: Int, seed: UInt64, workers: Int = 8) async throws -> Figures {
+    let files = corpus(files: 160, seed: seed)
+    var tar = TarBuilder()
+    for d in 0..<7 { tar = tar.dir("d\(d)") }
+    for (name, bytes) in files { tar = tar.file(name, bytes) }
+    let blob = try estargz(tar.bytes(), options: WriterOptions(chunkSize: 64 << 10))
+    let registry = try LocalRegistry.start()
+    defer { registry.stop() }
+    let direct = registryClient(registry.host)
+    let ref = try Reference("\(registry.host)/faults/app:1")
+    let layer = try #require(try await TestImage.pushEStargz(direct, ref, blobs: [blob]).first)
+    try await direct.shutdown()
+
+    // Faults on every ranged blob GET; a stall outlasts the fetch timeout.
+    let timeout = 1.0, stall = 2.0, retries = 5, retryAfter = 1.0
+    let proxy = try FaultProxy(
+        upstream: registry.host,
+        ["--random-faults", "\(rate)", "--seed", "\(seed)", "--stall-seconds", "\(stall)"])
+    defer { proxy.stop() }
+    let client = RegistryClient(
+        configuration: RegistryConfiguration(
+            hosts: [proxy.host: HostConfiguration(insecure: true)], fetchTimeout: .milliseconds(Int64(timeout * 1000)),
+            maxRetries: retries, retryBaseDelay: .milliseconds(20)))
+    let proxied = try Reference("\(proxy.host)/faults/app:1")
+    // The deadline of one range request: every attempt timing out, and the longest wait between attempts (a
+    // 429's Retry-After: 1 s, more than the backoff of 20 ms doubling to 320 ms). A pread is answered by at most
+    // three FUSE reads one after the other (128 KiB of readahead each, 256 KiB asked at most).
+    let perRequest = Double(retries + 1) * timeout + Double(retries) * retryAfter
+    let deadline = 3 * perRequest
+    var figures = Figures()
+
+    try await withTemporaryDirectory("faults") { dir in
+        let mp = dir + "/mnt"
+        try FileManager.default.createDirectory(atPath: mp, withIntermediateDirectories: true)
+        let mounted = try await MountedLayer.mount(
+            client: client, reference: proxied, descriptor: layer, at: mp,
+            options: LazyLayerOptions(
+                memoryCacheBytes: 512 << 10, prefetch: false, backgroundFetch: false, readAround: 0),
+            logger: Logger(label: "faults"))
+        defer { forceUnmount(mp) }
+        let connection = fuseConnection(mp)
+        let progress = Progress()
+        // A read past its deadline is a hang: the watchdog aborts the FUSE connection, so the test ends.
+        let watchdog = Task {
+            while progress.done.load(ordering: .relaxed) < workers {
+                try await Task.sleep(for: .seconds(1))
+                let t = now()
+                if progress.started.withLock({ $0.values.contains { t - $0 > deadline + 5 } }) {
+                    if let connection { abortFUSE(connection) }
+                    return true
+                }
+            }
+            return false
+        }
+        let share = reads / workers
+        await withTaskGroup(of: Void.self) { group in
+            for w in 0..<workers {
+                group.addTask {
+                    await runBlocking {
+                        var rng = Mix(state: seed &+ UInt64(w) &* 7919)
+                        var mine = Figures()
+                        for _ in 0..<share {
+                            let (name, want) = files[Int.random(in: 0..<files.count, using: &rng)]
+                            let offset = Int.random(in: 0..<max(1, want.count), using: &rng)
+                            let length = Int.random(in: 1...(256 << 10), using: &rng)
+                            let t0 = now()
+                            progress.started.withLock { $0[w] = t0 }
+                            let got = readRange(mp + "/" + name, offset: offset, length: length)
+                            let t = now() - t0
+                            progress.started.withLock { $0[w] = nil }
+                            mine.reads += 1
+                            mine.latencies.append(t)
+                            mine.slowest = max(mine.slowest, t)
+                            if t > deadline { mine.overDeadline += 1 }
+                            switch got {
+                            case .success(let bytes):
+                                let end = min(want.count, offset + length)
+                                if bytes != Array(want[min(offset, end)..<end]) { mine.wrong += 1 }
+                            case .failure:
+                                mine.failed += 1
+                            }
+                        }
+                        progress.results.withLock { r in
+                            r.reads += mine.reads
+                            r.failed += mine.failed
+                            r.wrong += mine.wrong
+                            r.overDeadline += mine.overDeadline
+                            r.latencies += mine.latencies
+                            r.slowest = max(r.slowest, mine.slowest)
+                        }
+                    }
+                    progress.done.add(1, ordering: .relaxed)
+                }
+            }
+        }
+        let aborted = (try? await watchdog.value) ?? false
+        #expect(!aborted, "a read hung past its deadline; the FUSE connection was aborted")
+        figures = progress.results.withLock { $0 }
+        figures.deadline = deadline
+        figures.storeRequests = mounted.layer.fetchStatistics.requests
+        figures.proxy = (try? proxy.stats()) ?? [:]
+        await mounted.unmount()
+    }
+    try await client.shutdown()
+    return figures
+}
+
+/// What the readers of a fault run share.
+private final class Progress: Sendable {
+    let results = Mutex(Figures())
+    /// Worker → the start of its read in flight.
+    let started = Mutex([Int: Double]())
+    let done = Atomic<Int>(0)
+}
+
+/// Reads `[offset, offset+length)` of `path` with the page cache dropped first, so that the read reaches the store.
+private func readRange(_ path: String, offset: Int, length: Int) -> Result<[UInt8], FUSEError> {
+    let fd = open(path, O_RDONLY | O_CLOEXEC)
+    guard fd >= 0 else { return .failure(FUSEError(errno, "open")) }
+    defer { close(fd) }
+    _ = posix_fadvise(fd, 0, 0, Int32(POSIX_FADV_DONTNEED))
+    var out = [UInt8](repeating: 0, count: length)
+    var n = 0
+    while n < length {
+        let r = out.withUnsafeMutableBytes { pread(fd, $0.baseAddress! + n, length - n, off_t(offset + n)) }
+        if r < 0 { return .failure(FUSEError(errno, "pread")) }
+        if r == 0 { break }
+        n += r
+    }
+    return .success(Array(out.prefix(n)))
+}
+
+/// The FUSE connection number of the mount at `path` (the minor of its device).
+private func fuseConnection(_ path: String) -> UInt32? {
+    var st = stat()
+    guard stat(path, &st) == 0 else { return nil }
+    return UInt32(truncatingIfNeeded: st.st_dev) & 0xff | UInt32(truncatingIfNeeded: st.st_dev >> 12) & ~0xff
+}
+
+/// Aborts a FUSE connection: every request pending ends with ECONNABORTED.
+private func abortFUSE(_ connection: UInt32) {
+    try? "1".write(toFile: "/sys/fs/fuse/connections/\(connection)/abort", atomically: false, encoding: .utf8)
+}
+
+private func count(_ name: String, _ fallback: Int) -> Int {
+    ProcessInfo.processInfo.environment[name].flatMap(Int.init) ?? fallback
+}
+
+@Suite("Registry faults under random reads (real docker-registry behind the fault proxy, real FUSE)", .serialized)
+struct RegistryFaultTests {
+    @Test("10 % of blob requests faulted (reset, 500, 503, 429, truncated, short, stalled, expiring redirect): no wrong byte, no failed read, none past its deadline")
+    func tenPercent() async throws {
+        let f = try await faultRun(rate: 0.10, reads: count("STARGZ_FAULT_READS", 10_000), seed: 10)
+        print("faults 10 %: \(f)")
+        #expect(f.wrong == 0, "\(f)")
+        #expect(f.failed == 0, "\(f)")
+        #expect(f.overDeadline == 0, "\(f)")
+        #expect((f.proxy["faults"] ?? 0) > 50, "the proxy injected faults: \(f)")
+        for kind in ["reset", "500", "503", "429", "truncate", "length", "stall", "redirect"] {
+            #expect((f.proxy["fault." + kind] ?? 0) > 0, "no \(kind) fault was injected: \(f)")
+        }
+    }
+
+    @Test("50 % faulted: reads may fail (EIO, once the retries are spent), none is wrong, none past its deadline")
+    func fiftyPercent() async throws {
+        let f = try await faultRun(rate: 0.50, reads: count("STARGZ_FAULT_READS_50", 2_000), seed: 50)
+        print("faults 50 %: \(f)")
+        #expect(f.wrong == 0, "\(f)")
+        #expect(f.overDeadline == 0, "\(f)")
+        #expect(f.failed < f.reads / 4, "most reads still succeed: \(f)")
+    }
+}
