@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
 import Dispatch
 import Foundation
+public import Logging
 import OCI
 import Synchronization
 
@@ -92,7 +93,11 @@ public final class MemoryChunkCache: Sendable {
 /// once), written to a temporary file and renamed into place. A chunk found on disk that this process did
 /// not write is verified against its name before its first use, so a damaged cache file is a miss, never
 /// wrong bytes; after that it is trusted, as the chunks this process wrote and verified are.
-/// The cache survives restarts.
+/// The cache survives restarts: what a crash left half-written is removed at start, and a file damaged, truncated
+/// or deleted (while the store was down, or truncated while it runs) is a miss and is fetched again. A disk that
+/// is full or fails makes the cache a memory-only one for the chunks it cannot take, with one warning, never an
+/// error to a reader. (A root who rewrites chunk files in place under a running store is not defended against:
+/// docs/security.md.)
 public final class DiskChunkCache: Sendable {
     /// The cache directory.
     public let directory: String
@@ -107,12 +112,23 @@ public final class DiskChunkCache: Sendable {
     /// Bytes on disk now (as far as this process knows: counted at start, then kept up to date).
     private let usage = Mutex<Int64>(0)
     private let evicting = Mutex(false)
+    let logger: Logger
+    /// The errors writes have failed with (each is logged once), and the writes that failed in all.
+    private let failing = Mutex((warned: Set<Int32>(), total: 0))
 
-    /// Uses (and creates) `directory`; with `maxBytes`, keeps it under that size.
-    public init(directory: String, maxBytes: Int64? = nil) throws {
+    /// Uses (and creates) `directory`; with `maxBytes`, keeps it under that size. Temporary files a crash left
+    /// behind are removed.
+    public init(directory: String, maxBytes: Int64? = nil, logger: Logger = Logger(label: "stargz.chunk-cache")) throws {
         self.directory = directory
         self.maxBytes = maxBytes
+        self.logger = logger
         try FileManager.default.createDirectory(atPath: directory + "/sha256", withIntermediateDirectories: true)
+        let top = directory + "/sha256"
+        for sub in (try? FileManager.default.contentsOfDirectory(atPath: top)) ?? [] {
+            for name in (try? FileManager.default.contentsOfDirectory(atPath: top + "/" + sub)) ?? [] where name.hasPrefix(".wip-") {
+                unlink("\(top)/\(sub)/\(name)")
+            }
+        }
         if maxBytes != nil {
             let total = Self.files(directory).reduce(Int64(0)) { $0 + $1.size }
             usage.withLock { $0 = total }
@@ -121,6 +137,9 @@ public final class DiskChunkCache: Sendable {
 
     /// Bytes the cache holds.
     public var bytesUsed: Int64 { usage.withLock { $0 } }
+
+    /// Chunk writes that failed (a full or failing disk): those chunks are held in memory only.
+    public var failedWrites: Int { failing.withLock { $0.total } }
 
     static func files(_ directory: String) -> [(path: String, size: Int64, used: Int)] {
         var out: [(String, Int64, Int)] = []
@@ -185,13 +204,13 @@ public final class DiskChunkCache: Sendable {
         var out = [UInt8](repeating: 0, count: size)
         let n = out.withUnsafeMutableBytes { pread(fd, $0.baseAddress, size, 0) }
         guard n == size else {
-            unlink(p)
+            forget(d)
             return nil
         }
         touch(d)
         if verified.withLock({ $0.contains(d) }) { return out }
         guard Digest.sha256(of: out) == d else {
-            unlink(p)
+            forget(d)
             return nil
         }
         trust(d)
@@ -209,6 +228,9 @@ public final class DiskChunkCache: Sendable {
             var out = [UInt8](repeating: 0, count: to - from)
             let n = out.withUnsafeMutableBytes { pread(fd.fd, $0.baseAddress, to - from, off_t(from)) }
             if n == to - from { return out }
+            // Truncated (or unreadable) since it was verified: a miss, and the file goes, so that the chunk
+            // fetched again can take its place.
+            forget(d)
             return nil
         }
         guard let all = get(d, size: size) else { return nil }
@@ -271,6 +293,17 @@ public final class DiskChunkCache: Sendable {
         return f
     }
 
+    /// Drops a damaged chunk file: no longer trusted, no longer kept open, removed.
+    private func forget(_ d: Digest) {
+        verified.withLock { _ = $0.remove(d) }
+        let old = files.withLock { s -> OpenFile? in
+            s.order.removeAll { $0 == d }
+            return s.open.removeValue(forKey: d)
+        }
+        old?.retire()
+        unlink(path(d))
+    }
+
     /// Whether a chunk file is present (not verified).
     func contains(_ d: Digest) -> Bool { pending.withLock { $0[d] != nil } || access(path(d), F_OK) == 0 }
 
@@ -286,6 +319,13 @@ public final class DiskChunkCache: Sendable {
         queue.async {
             self.write(d, bytes)
             _ = self.pending.withLock { $0.removeValue(forKey: d) }
+        }
+    }
+
+    /// Returns once every write handed to ``store(_:_:)`` before the call has finished.
+    func waitForWrites() async {
+        await withCheckedContinuation { (c: CheckedContinuation<Void, Never>) in
+            queue.async(flags: .barrier) { c.resume() }
         }
     }
 
@@ -308,6 +348,19 @@ public final class DiskChunkCache: Sendable {
         }
     }
 
+    /// A chunk could not be written: it stays in memory only. One warning for each kind of failure (a disk that
+    /// is nearly full fails the large chunks and takes the small ones: a warning per failure would flood the log).
+    private func writeFailed(_ e: Int32) {
+        let first = failing.withLock { f in
+            f.total += 1
+            return f.warned.insert(e).inserted
+        }
+        guard first else { return }
+        logger.warning(
+            "the chunk cache cannot take chunks; serving from memory until it can",
+            metadata: ["directory": "\(directory)", "error": "\(String(cString: strerror(e)))"])
+    }
+
     private func write(_ d: Digest, _ bytes: [UInt8]) {
         trust(d)
         let final = path(d)
@@ -316,24 +369,27 @@ public final class DiskChunkCache: Sendable {
         mkdir(dir, 0o700)
         let tmp = "\(dir)/.wip-\(UUID().uuidString)"
         let fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o600)
-        guard fd >= 0 else { return }
-        var ok = true
+        guard fd >= 0 else { return writeFailed(errno) }
+        var failure: Int32 = 0
         bytes.withUnsafeBytes { b in
             var off = 0
             while off < b.count {
                 let n = Glibc.write(fd, b.baseAddress! + off, b.count - off)
+                if n < 0 && errno == EINTR { continue }
                 if n <= 0 {
-                    ok = false
+                    failure = n < 0 ? errno : ENOSPC
                     break
                 }
                 off += n
             }
         }
-        close(fd)
-        if !ok || rename(tmp, final) != 0 {
+        if close(fd) != 0 && failure == 0 { failure = errno }
+        if failure == 0 && rename(tmp, final) != 0 { failure = errno }
+        if failure != 0 {
             unlink(tmp)
-            return
+            return writeFailed(failure)
         }
+
         touch(d)
         usage.withLock { $0 += Int64(bytes.count) }
         evictIfNeeded()

@@ -46,7 +46,7 @@ private func readFile(_ layer: LazyLayer, _ path: String) async throws -> [UInt8
 }
 
 /// Keeps the log lines of a logger, for tests of what is logged.
-private final class LogLines: Sendable {
+final class LogLines: Sendable {
     let lines = Mutex<[(message: String, metadata: Logger.Metadata)]>([])
     var logger: Logger { Logger(label: "test") { _ in Handler(sink: self) } }
 
