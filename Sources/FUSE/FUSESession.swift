@@ -146,13 +146,17 @@ public final class FUSESession: Sendable {
             return !s.unmounted
         }
         guard first else { return }
-        Mount.detach(mountPoint)
+        if let why = Mount.detach(mountPoint) {
+            logger.warning("cannot unmount; the mount stays until it is unmounted by hand", metadata: ["mountpoint": "\(mountPoint)", "error": "\(why)"])
+        }
         let running = state.withLock { Array($0.inFlight.values) }
         for t in running { t.cancel() }
         let n = state.withLock { $0.readersLeft }
         for _ in 0..<n { readersDone.wait() }
         tasks.wait()
-        for f in state.withLock({ $0.fds }) { close(f) }
+        for f in state.withLock({ $0.fds }) where close(f) != 0 && errno != EINTR {
+            logger.warning("closing a /dev/fuse fd failed", metadata: ["error": "\(String(cString: strerror(errno)))"])
+        }
     }
 
     // MARK: Reader threads

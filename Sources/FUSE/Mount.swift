@@ -46,14 +46,17 @@ enum Mount {
     }
 
     /// Detaches the mount (lazily: open files keep working until closed); falls back on `fusermount3 -u -z`
-    /// when we may not unmount ourselves.
-    static func detach(_ mountPoint: String) {
-        guard umount2(mountPoint, Int32(MNT_DETACH)) != 0 else { return }
+    /// when we may not unmount ourselves. Nil when it is detached (or was not mounted), else why not.
+    static func detach(_ mountPoint: String) -> String? {
+        guard umount2(mountPoint, Int32(MNT_DETACH)) != 0 else { return nil }
+        let e = errno
+        if e == EINVAL || e == ENOENT { return nil }  // not a mount point (any more)
         let p = Process()
         p.executableURL = URL(fileURLWithPath: "/usr/bin/fusermount3")
         p.arguments = ["-u", "-z", mountPoint]
-        try? p.run()
+        do { try p.run() } catch { return "umount2: \(String(cString: strerror(e))); fusermount3: \(error)" }
         p.waitUntilExit()
+        return p.terminationStatus == 0 ? nil : "umount2: \(String(cString: strerror(e))); fusermount3 -u -z exited \(p.terminationStatus)"
     }
 
     static func mountWithSyscall(_ mountPoint: String, _ options: FUSESession.Options) throws -> Int32 {
@@ -91,9 +94,16 @@ enum Mount {
         if options.allowOther { opts += ",allow_other" }
         // The child gets our end as fd 3 (posix_spawn: Foundation's Process would close it).
         var actions = posix_spawn_file_actions_t()
-        posix_spawn_file_actions_init(&actions)
+        guard posix_spawn_file_actions_init(&actions) == 0 else {
+            close(sv[0])
+            throw FUSEError(ENOMEM, "posix_spawn_file_actions_init failed")
+        }
         defer { posix_spawn_file_actions_destroy(&actions) }
-        posix_spawn_file_actions_adddup2(&actions, sv[0], 3)
+        let dup = posix_spawn_file_actions_adddup2(&actions, sv[0], 3)
+        guard dup == 0 else {
+            close(sv[0])
+            throw FUSEError(dup, "posix_spawn_file_actions_adddup2 failed")
+        }
         let argv = [helper, "-o", opts, "--", mountPoint]
         var env = ProcessInfo.processInfo.environment
         env["_FUSE_COMMFD"] = "3"
@@ -104,7 +114,7 @@ enum Mount {
         guard rc == 0 else { throw FUSEError(rc, "cannot run \(helper)") }
         let fd = CLinuxFUSE_receiveFD(sv[1])
         var status: Int32 = 0
-        waitpid(pid, &status, 0)
+        while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
         guard fd >= 0 else {
             throw FUSEError(EPERM, "\(helper) did not mount \(mountPoint) (exit status \(status >> 8))")
         }

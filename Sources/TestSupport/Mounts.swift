@@ -2,13 +2,33 @@
 import Foundation
 
 /// Whether something is mounted at `path` (from /proc/self/mountinfo).
+///
+/// The kernel hands the mount table out in pieces, and a read while other mounts come and go (podman's, other
+/// tests') can miss a line: a path not found is looked for in a few more reads before the answer is no.
 public func isMounted(_ path: String) -> Bool {
     let real = (try? FileManager.default.destinationOfSymbolicLink(atPath: path)) ?? path
-    guard let info = try? String(contentsOfFile: "/proc/self/mountinfo", encoding: .utf8) else { return false }
-    return info.split(separator: "\n").contains { line in
-        let f = line.split(separator: " ")
-        return f.count > 4 && (f[4] == real || f[4] == path)
+    for _ in 0..<5 {
+        guard let info = try? String(contentsOfFile: "/proc/self/mountinfo", encoding: .utf8) else { return false }
+        let found = info.split(separator: "\n").contains { line in
+            let f = line.split(separator: " ")
+            return f.count > 4 && (f[4] == real || f[4] == path)
+        }
+        if found { return true }
     }
+    return false
+}
+
+/// The type and options of the mount at `path` as /proc/self/mounts lists them (read again, as ``isMounted(_:)``
+/// does, when a read misses it); nil when nothing is mounted there.
+public func mountEntry(_ path: String) -> (type: String, options: String)? {
+    for _ in 0..<5 {
+        let table = (try? String(contentsOfFile: "/proc/self/mounts", encoding: .utf8)) ?? ""
+        for line in table.split(separator: "\n") {
+            let f = line.split(separator: " ")
+            if f.count > 3 && f[1] == Substring(path) { return (String(f[2]), String(f[3])) }
+        }
+    }
+    return nil
 }
 
 /// Lazily unmounts `path` if it is still mounted (a test's last resort, so that no mount outlives it).

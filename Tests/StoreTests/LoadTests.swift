@@ -46,11 +46,10 @@ private func percentile(_ xs: [Double], _ p: Double) -> Double {
     return s.isEmpty ? 0 : s[min(s.count - 1, Int(Double(s.count) * p))]
 }
 
-@Suite("Load: one store, ten images, fifty readers and podman at once (real store process, FUSE, podman)", .serialized)
-struct LoadTests {
+extension MeasuredTests {
     var storeBinary: String { Paths.repoRoot.appendingPathComponent(".build/debug/stargz-store").path }
 
-    @Test("50 reader processes and 3 podman runs: every byte right, nobody stuck, anonymous memory bounded; STARGZ_SOAK_S runs it that long")
+    @Test("load: one store, ten images, 50 reader processes and 3 podman runs: every byte right, nobody stuck, anonymous memory bounded; STARGZ_SOAK_S runs it that long")
     func fiftyReaders() async throws {
         try #require(FileManager.default.isExecutableFile(atPath: storeBinary), "build stargz-store first")
         let soak = ProcessInfo.processInfo.environment["STARGZ_SOAK_S"].flatMap(Double.init)

@@ -13,14 +13,8 @@ import Testing
 @preconcurrency import Glibc
 #endif
 
-/// Whether /proc/mounts lists a `fuse.stargzstore` mount at `path`.
-private func mounted(_ path: String) -> Bool {
-    let table = (try? String(contentsOfFile: "/proc/mounts", encoding: .utf8)) ?? ""
-    return table.split(separator: "\n").contains { line in
-        let f = line.split(separator: " ")
-        return f.count > 2 && f[1] == Substring(path) && f[2] == "fuse.stargzstore"
-    }
-}
+/// Whether a `fuse.stargzstore` mount is at `path`.
+private func mounted(_ path: String) -> Bool { mountEntry(path)?.type == "fuse.stargzstore" }
 
 @Suite("The store daemon, assembled (in process, real FUSE)")
 struct StoreDaemonTests {

@@ -156,9 +156,8 @@ struct StoreSecurityTests {
             var st = stat()
             #expect(stat(store.mountpoint, &st) == 0)
             #expect(st.st_mode & 0o7777 == 0o700 && st.st_uid == 0 && st.st_gid == 0, "root is \(String(st.st_mode, radix: 8)) \(st.st_uid):\(st.st_gid)")
-            let mounts = try String(contentsOfFile: "/proc/self/mounts", encoding: .utf8)
-            let line = mounts.split(separator: "\n").first { $0.split(separator: " ")[1] == store.mountpoint } ?? ""
-            #expect(line.contains("default_permissions") && line.contains("allow_other"), "\(line)")
+            let options = mountEntry(store.mountpoint)?.options ?? ""
+            #expect(options.contains("default_permissions") && options.contains("allow_other"), "\(options)")
 
             let target = store.mountpoint + "/" + storeName("127.0.0.1:\(port)/x:y") + "/sha256:" + String(repeating: "ab", count: 32) + "/diff"
             let nobody = try asNobody(["/usr/bin/stat", target])
