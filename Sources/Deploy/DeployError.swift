@@ -41,7 +41,8 @@ public struct DeployError: Error, CustomStringConvertible, Sendable, Equatable {
     /// Where the error was made (`#fileID:#line`).
     public var location: String
 
-    init(_ code: Code, _ message: String, line: Int? = nil, cause: (any Error)? = nil, file: String = #fileID, sourceLine: Int = #line) {
+    /// Creates an error (the CLI's deploy steps make ``Code/io`` ones for downloads).
+    public init(_ code: Code, _ message: String, line: Int? = nil, cause: (any Error)? = nil, file: String = #fileID, sourceLine: Int = #line) {
         self.code = code
         self.message = message
         self.line = line

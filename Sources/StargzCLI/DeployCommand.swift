@@ -107,7 +107,7 @@ struct BinaryURLOptions: ParsableArguments {
             }
             let text: String
             do { text = try await ChecksumFile.fetch(sumURL) } catch {
-                throw DeployFailure("\(error) (give the digest with --sha256 HEX instead)")
+                throw DeployError(.io, "\(error) (give the digest with --sha256 HEX instead)", cause: error)
             }
             digest = try BinarySource.checksum(text, forRelease: releaseURL)
             Terminal.note("\(sumURL): sha256 \(digest)")
@@ -129,33 +129,27 @@ enum ChecksumFile {
     static func fetch(_ url: String) async throws -> String {
         if url.lowercased().hasPrefix("file://") {
             let path = String(url.dropFirst("file://".count))
-            guard let fh = FileHandle(forReadingAtPath: path) else { throw DeployFailure("\(url): cannot read \(path)") }
+            guard let fh = FileHandle(forReadingAtPath: path) else { throw DeployError(.io, "\(url): cannot read \(path)") }
             defer { try? fh.close() }
             let data = try fh.read(upToCount: maxSize + 1) ?? Data()
-            guard data.count <= maxSize else { throw DeployFailure("\(url): more than \(maxSize) bytes: not a checksum file") }
+            guard data.count <= maxSize else { throw DeployError(.io, "\(url): more than \(maxSize) bytes: not a checksum file") }
             return String(decoding: data, as: UTF8.self)
         }
         var request = HTTPClientRequest(url: url)
         request.method = .GET
         do {
             let response = try await HTTPClient.shared.execute(request, timeout: .seconds(30))
-            guard response.status == .ok else { throw DeployFailure("\(url): HTTP \(response.status.code)") }
+            guard response.status == .ok else { throw DeployError(.io, "\(url): HTTP \(response.status.code)") }
             let body = try await response.body.collect(upTo: maxSize)
             return String(buffer: body)
-        } catch let e as DeployFailure {
+        } catch let e as DeployError {
             throw e
         } catch is NIOTooManyBytesError {
-            throw DeployFailure("\(url): more than \(maxSize) bytes: not a checksum file")
+            throw DeployError(.io, "\(url): more than \(maxSize) bytes: not a checksum file")
         } catch {
-            throw DeployFailure("\(url): \(error)")
+            throw DeployError(.io, "\(url): \(error)", cause: error)
         }
     }
-}
-
-/// A deploy step that failed for a reason outside the arguments (a download); printed as one line.
-struct DeployFailure: Error, CustomStringConvertible {
-    var description: String
-    init(_ d: String) { description = d }
 }
 
 /// Writes `text` to `output` atomically, or to standard output when `output` is nil.

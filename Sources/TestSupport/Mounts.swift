@@ -7,7 +7,7 @@ import Foundation
 /// tests') can miss a line: a path not found is looked for in a few more reads before the answer is no.
 public func isMounted(_ path: String) -> Bool {
     let real = (try? FileManager.default.destinationOfSymbolicLink(atPath: path)) ?? path
-    for _ in 0..<5 {
+    for _ in 0..<50 {
         guard let info = try? String(contentsOfFile: "/proc/self/mountinfo", encoding: .utf8) else { return false }
         let found = info.split(separator: "\n").contains { line in
             let f = line.split(separator: " ")
@@ -21,7 +21,7 @@ public func isMounted(_ path: String) -> Bool {
 /// The type and options of the mount at `path` as /proc/self/mounts lists them (read again, as ``isMounted(_:)``
 /// does, when a read misses it); nil when nothing is mounted there.
 public func mountEntry(_ path: String) -> (type: String, options: String)? {
-    for _ in 0..<5 {
+    for _ in 0..<50 {
         let table = (try? String(contentsOfFile: "/proc/self/mounts", encoding: .utf8)) ?? ""
         for line in table.split(separator: "\n") {
             let f = line.split(separator: " ")

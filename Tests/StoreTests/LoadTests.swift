@@ -105,11 +105,15 @@ extension MeasuredTests {
                 try p.run()
                 readers.append((p, out))
             }
-            // Podman pulls and runs three of the images at the same time, through the same store.
-            let podman = try TestPodman(additionalLayerStore: store.mountpoint)
-            defer { podman.cleanUp() }
+            // Podman pulls and runs three of the images at the same time, through the same store. Each has storage
+            // of its own: podman 4.3's containers/storage (1.43) can deadlock on its own lock files when several
+            // podman processes pull into one storage at once (seen here: EDEADLK from fcntl, retried forever, the
+            // store idle), which is podman's, not the store's, to fix.
+            let podmen = try (0..<3).map { _ in try TestPodman(additionalLayerStore: store.mountpoint) }
+            defer { for p in podmen { p.cleanUp() } }
             let runs = try await withThrowingTaskGroup(of: (Int, String).self) { group in
                 for i in 0..<3 {
+                    let podman = podmen[i]
                     let (ref, _, files) = images[i]
                     let small = files.first { $0.1.count < 2000 } ?? files[1]
                     group.addTask {
