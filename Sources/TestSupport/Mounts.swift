@@ -1,5 +1,25 @@
 // SPDX-License-Identifier: Apache-2.0
 import Foundation
+#if canImport(Glibc)
+@preconcurrency import Glibc
+#endif
+
+/// The whole text of a /proc file, read until end of file (its size says 0, and a reader that trusts a size or
+/// reads once gets the first part only: with podman's mounts about, the mount table is long).
+public func procFile(_ path: String) -> String? {
+    let fd = open(path, O_RDONLY | O_CLOEXEC)
+    guard fd >= 0 else { return nil }
+    defer { close(fd) }
+    var out: [UInt8] = []
+    var buf = [UInt8](repeating: 0, count: 65536)
+    while true {
+        let n = buf.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
+        if n < 0 && errno == EINTR { continue }
+        guard n > 0 else { break }
+        out += buf[0..<n]
+    }
+    return String(decoding: out, as: UTF8.self)
+}
 
 /// Whether something is mounted at `path` (from /proc/self/mountinfo).
 ///
@@ -8,7 +28,7 @@ import Foundation
 public func isMounted(_ path: String) -> Bool {
     let real = (try? FileManager.default.destinationOfSymbolicLink(atPath: path)) ?? path
     for _ in 0..<50 {
-        guard let info = try? String(contentsOfFile: "/proc/self/mountinfo", encoding: .utf8) else { return false }
+        guard let info = procFile("/proc/self/mountinfo") else { return false }
         let found = info.split(separator: "\n").contains { line in
             let f = line.split(separator: " ")
             return f.count > 4 && (f[4] == real || f[4] == path)
@@ -22,7 +42,7 @@ public func isMounted(_ path: String) -> Bool {
 /// does, when a read misses it); nil when nothing is mounted there.
 public func mountEntry(_ path: String) -> (type: String, options: String)? {
     for _ in 0..<50 {
-        let table = (try? String(contentsOfFile: "/proc/self/mounts", encoding: .utf8)) ?? ""
+        let table = procFile("/proc/self/mounts") ?? ""
         for line in table.split(separator: "\n") {
             let f = line.split(separator: " ")
             if f.count > 3 && f[1] == Substring(path) { return (String(f[2]), String(f[3])) }
@@ -42,7 +62,7 @@ public func withTemporaryDirectory<T>(_ prefix: String = "stargz-test", _ body: 
     let dir = FileManager.default.temporaryDirectory.appendingPathComponent("\(prefix)-\(UUID().uuidString)").path
     try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
     defer {
-        if let info = try? String(contentsOfFile: "/proc/self/mountinfo", encoding: .utf8) {
+        if let info = procFile("/proc/self/mountinfo") {
             for line in info.split(separator: "\n") {
                 let f = line.split(separator: " ")
                 if f.count > 4, f[4].hasPrefix(dir) { _ = try? run("/bin/umount", ["-l", String(f[4])]) }

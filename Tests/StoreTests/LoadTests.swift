@@ -13,7 +13,7 @@ import Testing
 
 /// A field of /proc/PID/status in kB (`VmHWM`, `RssAnon`).
 private func status(_ pid: Int32, _ field: String) -> Int {
-    let text = (try? String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8)) ?? ""
+    let text = procFile("/proc/\(pid)/status") ?? ""
     for line in text.split(separator: "\n") where line.hasPrefix(field + ":") {
         return Int(line.split(separator: " ", omittingEmptySubsequences: true).dropFirst().first ?? "") ?? 0
     }
@@ -22,14 +22,8 @@ private func status(_ pid: Int32, _ field: String) -> Int {
 
 /// Files for image `i`: mostly small, a few of a megabyte, text-like.
 private func loadCorpus(_ i: Int) -> [(String, [UInt8])] {
-    var state = UInt64(1000 + i)
-    func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
+    var rng = SplitMix(seed: UInt64(1000 + i))
+    func next() -> UInt64 { rng.next() }
     return (0..<60).map { f in
         let size = f % 20 == 0 ? 1_000_000 + Int(next() % 200_000) : 1 + Int(next() % 120_000)
         var out: [UInt8] = []

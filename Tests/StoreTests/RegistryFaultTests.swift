@@ -14,21 +14,9 @@ import Testing
 @preconcurrency import Glibc
 #endif
 
-/// A deterministic PRNG (SplitMix64), so that a failing run can be replayed from its seed.
-private struct Mix: RandomNumberGenerator {
-    var state: UInt64
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-}
-
 /// Files of text-like content (so that gzip has work), 1 B to 700 KB, in a few directories.
 private func corpus(files: Int, seed: UInt64) -> [(String, [UInt8])] {
-    var rng = Mix(state: seed)
+    var rng = SplitMix(seed: seed)
     let words = ["layer", "chunk", "registry", "stargz", "fuse", "overlay", "podman", "node", "\n", "cri-o", "0x7f"]
     return (0..<files).map { i in
         let size = i % 10 == 0 ? Int.random(in: 200_000...700_000, using: &rng) : Int.random(in: 1...60_000, using: &rng)
@@ -137,7 +125,7 @@ private func faultRun(rate: Double, reads: Int, seed: UInt64, workers: Int = 8) 
             for w in 0..<workers {
                 group.addTask {
                     await runBlocking {
-                        var rng = Mix(state: seed &+ UInt64(w) &* 7919)
+                        var rng = SplitMix(seed: seed &+ UInt64(w) &* 7919)
                         var mine = Figures()
                         for _ in 0..<share {
                             let (name, want) = files[Int.random(in: 0..<files.count, using: &rng)]

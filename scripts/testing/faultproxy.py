@@ -200,15 +200,26 @@ class Handler(http.server.BaseHTTPRequestHandler):
         except OSError:
             pass
 
-    def fetch(self, body):
-        """The upstream's answer: status, headers to pass on, body."""
+    def fetch(self, body, strip_auth=False):
+        """The upstream's answer to this request: status, headers to pass on (Location pointed back at this
+        proxy), body."""
         headers = {k: v for k, v in self.headers.items() if k.lower() not in ("host", "connection")}
+        if strip_auth:
+            headers.pop("Authorization", None)
+        if args.ignore_range:
+            headers.pop("Range", None)
         conn = http.client.HTTPConnection(args.upstream, timeout=60)
         conn.request(self.command, self.path, body=body, headers=headers)
         resp = conn.getresponse()
         data = resp.read()
         conn.close()
-        keep = [(k, v) for k, v in resp.getheaders() if k.lower() not in ("content-length", "connection", "transfer-encoding")]
+        keep = []
+        for k, v in resp.getheaders():
+            if k.lower() in ("content-length", "connection", "transfer-encoding"):
+                continue
+            if k.lower() == "location":
+                v = v.replace("http://" + args.upstream, "http://127.0.0.1:%d" % port)
+            keep.append((k, v))
         return resp.status, keep, data
 
     def send_upstream(self, status, headers, data):
@@ -221,29 +232,15 @@ class Handler(http.server.BaseHTTPRequestHandler):
             self.wfile.write(data)
 
     def forward(self, body, strip_auth, matched):
-        headers = {k: v for k, v in self.headers.items() if k.lower() not in ("host", "connection")}
-        if strip_auth:
-            headers.pop("Authorization", None)
-        if args.ignore_range:
-            headers.pop("Range", None)
-        conn = http.client.HTTPConnection(args.upstream, timeout=60)
-        # Rewrite Location headers of the registry back to this proxy.
-        conn.request(self.command, self.path, body=body, headers=headers)
-        resp = conn.getresponse()
-        data = resp.read()
-        conn.close()
-        self.send_response(resp.status)
-        for k, v in resp.getheaders():
-            if k.lower() in ("content-length", "connection", "transfer-encoding"):
-                continue
-            if k.lower() == "location":
-                v = v.replace("http://" + args.upstream, "http://127.0.0.1:%d" % port)
+        status, headers, data = self.fetch(body, strip_auth)
+        self.send_response(status)
+        for k, v in headers:
             self.send_header(k, v)
         self.send_header("Content-Length", str(len(data)))
         if "/blobs/" in self.path and self.command == "GET":
             with lock:
                 stats["bytes"] += len(data)
-            if matched and resp.status == 206 and len(data) > 2 and take("corrupt"):
+            if matched and status == 206 and len(data) > 2 and take("corrupt"):
                 mid = len(data) // 2
                 data = data[:mid] + bytes([data[mid] ^ 0xFF]) + data[mid + 1:]
         if matched and self.command == "GET" and args.cut_after >= 0 and len(data) > args.cut_after and take("cut"):
