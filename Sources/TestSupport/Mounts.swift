@@ -21,40 +21,39 @@ public func procFile(_ path: String) -> String? {
     return String(decoding: out, as: UTF8.self)
 }
 
-/// Whether something is mounted at `path` (from /proc/self/mountinfo).
-///
-/// The kernel hands the mount table out in pieces, and a read while other mounts come and go (podman's, other
-/// tests') can miss a line: a path not found is looked for in a few more reads before the answer is no.
-public func isMounted(_ path: String) -> Bool {
-    let real = (try? FileManager.default.destinationOfSymbolicLink(atPath: path)) ?? path
-    for _ in 0..<50 {
-        guard let info = procFile("/proc/self/mountinfo") else { return false }
-        let found = info.split(separator: "\n").contains { line in
-            let f = line.split(separator: " ")
-            return f.count > 4 && (f[4] == real || f[4] == path)
-        }
-        if found { return true }
+/// The mount points in /proc/self/mountinfo (octal escapes left as they are).
+func mountPoints() -> [Substring] {
+    (procFile("/proc/self/mountinfo") ?? "").split(separator: "\n").compactMap { line in
+        let f = line.split(separator: " ")
+        return f.count > 4 ? f[4] : nil
     }
-    return false
 }
 
-/// The type and options of the mount at `path` as /proc/self/mounts lists them (read again, as ``isMounted(_:)``
-/// does, when a read misses it); nil when nothing is mounted there.
+/// Whether something is mounted at `path` (from /proc/self/mountinfo).
+public func isMounted(_ path: String) -> Bool {
+    let real = (try? FileManager.default.destinationOfSymbolicLink(atPath: path)) ?? path
+    return mountPoints().contains { $0 == real || $0 == path }
+}
+
+/// The type and options of the mount at `path` as /proc/self/mounts lists them; nil when nothing is mounted there.
 public func mountEntry(_ path: String) -> (type: String, options: String)? {
-    for _ in 0..<50 {
-        let table = procFile("/proc/self/mounts") ?? ""
-        for line in table.split(separator: "\n") {
-            let f = line.split(separator: " ")
-            if f.count > 3 && f[1] == Substring(path) { return (String(f[2]), String(f[3])) }
-        }
+    for line in (procFile("/proc/self/mounts") ?? "").split(separator: "\n") {
+        let f = line.split(separator: " ")
+        if f.count > 3 && f[1] == Substring(path) { return (String(f[2]), String(f[3])) }
     }
     return nil
 }
 
-/// Lazily unmounts `path` if it is still mounted (a test's last resort, so that no mount outlives it).
+/// Lazily unmounts whatever is mounted at `path`, stacked mounts included (a test's last resort, so that no mount
+/// outlives it). It does not ask the mount table first: a store killed with SIGKILL leaves a mount whose root
+/// answers ENOTCONN, and a table read that misses it must not leave it behind. As root, `umount2(MNT_DETACH)` until
+/// nothing is left (EINVAL); otherwise `umount -l`.
 public func forceUnmount(_ path: String) {
-    guard isMounted(path) else { return }
-    _ = try? run("/bin/umount", ["-l", path])
+    for _ in 0..<16 {
+        if umount2(path, Int32(MNT_DETACH)) == 0 { continue }
+        if errno == EPERM { _ = try? run("/bin/umount", ["-l", path]) }
+        return
+    }
 }
 
 /// A fresh temporary directory, removed (after a forced unmount of anything below it) by `body`'s end.
@@ -62,12 +61,8 @@ public func withTemporaryDirectory<T>(_ prefix: String = "stargz-test", _ body: 
     let dir = FileManager.default.temporaryDirectory.appendingPathComponent("\(prefix)-\(UUID().uuidString)").path
     try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
     defer {
-        if let info = procFile("/proc/self/mountinfo") {
-            for line in info.split(separator: "\n") {
-                let f = line.split(separator: " ")
-                if f.count > 4, f[4].hasPrefix(dir) { _ = try? run("/bin/umount", ["-l", String(f[4])]) }
-            }
-        }
+        // Deepest first; a lazy unmount of a parent detaches what is under it too.
+        for m in mountPoints().filter({ $0.hasPrefix(dir) }).sorted(by: { $0.count > $1.count }) { forceUnmount(String(m)) }
         try? FileManager.default.removeItem(atPath: dir)
     }
     return try await body(dir)

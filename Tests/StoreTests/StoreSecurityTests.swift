@@ -157,10 +157,7 @@ struct StoreSecurityTests {
             #expect(stat(store.mountpoint, &st) == 0)
             #expect(st.st_mode & 0o7777 == 0o700 && st.st_uid == 0 && st.st_gid == 0, "root is \(String(st.st_mode, radix: 8)) \(st.st_uid):\(st.st_gid)")
             let options = mountEntry(store.mountpoint)?.options ?? ""
-            let table = procFile("/proc/self/mountinfo") ?? ""
-            #expect(
-                options.contains("default_permissions") && options.contains("allow_other"),
-                "\(options); mountinfo lines for it: \(table.split(separator: "\n").filter { $0.contains(dir) }); log: \(store.logText.suffix(1500))")
+            #expect(options.contains("default_permissions") && options.contains("allow_other"), "\(options)")
 
             let target = store.mountpoint + "/" + storeName("127.0.0.1:\(port)/x:y") + "/sha256:" + String(repeating: "ab", count: 32) + "/diff"
             let nobody = try asNobody(["/usr/bin/stat", target])
