@@ -117,7 +117,7 @@ let package = Package(
             swiftSettings: swiftSettings),
         .target(
             name: "TestSupport",
-            dependencies: ["OCI", "EStargz", "Registry", "Compression", "LazyLayer", "CLinuxSys"],
+            dependencies: ["OCI", "EStargz", "Registry", "Compression", "LazyLayer", "FUSE", "CLinuxSys"],
             swiftSettings: swiftSettings),
         .target(
             name: "StargzCLI",

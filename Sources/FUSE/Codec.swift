@@ -211,7 +211,7 @@ public enum RequestDecoder {
     }
 }
 
-/// A value of a C struct with every byte zero.
+/// A value of a C struct with every byte zero, for generic code (a concrete imported struct's `init()` is that).
 @inline(__always) func zeroed<T>(_: T.Type) -> T {
     withUnsafeTemporaryAllocation(of: T.self, capacity: 1) { p in
         UnsafeMutableRawBufferPointer(p).initializeMemory(as: UInt8.self, repeating: 0)
@@ -244,28 +244,28 @@ public struct ReplyEncoder: Sendable {
         case .entry(let a):
             return send(entry(a), size: ABI.entryOutSize(minor: minor))
         case .negativeEntry:
-            var out = zeroed(fuse_entry_out.self)
+            var out = fuse_entry_out()
             out.entry_valid = cacheTimeout
             out.attr_valid = cacheTimeout
             return send(out, size: ABI.entryOutSize(minor: minor))
         case .attributes(let a):
-            var out = zeroed(fuse_attr_out.self)
+            var out = fuse_attr_out()
             out.attr = Self.attr(a)
             out.attr_valid = cacheTimeout
             return send(out, size: ABI.attrOutSize(minor: minor))
         case .data(let bytes):
             return bytes.withUnsafeBytes { framed(unique, 0, $0, body) }
         case .opened(let handle, let flags):
-            var out = zeroed(fuse_open_out.self)
+            var out = fuse_open_out()
             out.fh = handle
             out.open_flags = flags
             return send(out, size: MemoryLayout<fuse_open_out>.size)
         case .xattrSize(let size):
-            var out = zeroed(fuse_getxattr_out.self)
+            var out = fuse_getxattr_out()
             out.size = size
             return send(out, size: MemoryLayout<fuse_getxattr_out>.size)
         case .statistics(let s):
-            var out = zeroed(fuse_statfs_out.self)
+            var out = fuse_statfs_out()
             out.st.blocks = s.blocks
             out.st.files = s.files
             out.st.bsize = s.blockSize
@@ -273,7 +273,7 @@ public struct ReplyEncoder: Sendable {
             out.st.namelen = 255
             return send(out, size: ABI.statfsOutSize(minor: minor))
         case .initialized(let i):
-            var out = zeroed(fuse_init_out.self)
+            var out = fuse_init_out()
             out.major = i.major
             out.minor = i.minor
             out.max_readahead = i.maxReadahead
@@ -306,7 +306,7 @@ public struct ReplyEncoder: Sendable {
     }
 
     func entry(_ a: FileAttributes) -> fuse_entry_out {
-        var out = zeroed(fuse_entry_out.self)
+        var out = fuse_entry_out()
         out.nodeid = a.inode
         out.attr = Self.attr(a)
         out.entry_valid = cacheTimeout
@@ -315,7 +315,7 @@ public struct ReplyEncoder: Sendable {
     }
 
     static func attr(_ a: FileAttributes) -> fuse_attr {
-        var r = zeroed(fuse_attr.self)
+        var r = fuse_attr()
         r.ino = a.inode
         r.size = a.size
         r.blocks = (a.size + 511) / 512
@@ -356,11 +356,11 @@ public struct ReplyEncoder: Sendable {
             let recordSize = plus ? CLinuxFUSE_direntplusSize(name.count) : CLinuxFUSE_direntSize(name.count)
             if out.count + recordSize > Int(size) { break }
             if plus {
-                var e = zeroed(fuse_entry_out.self)
+                var e = fuse_entry_out()
                 if index >= 2 { e = entry(try attributes(inode)) }
                 withUnsafeBytes(of: &e) { out.append(contentsOf: $0) }
             }
-            var d = zeroed(fuse_dirent.self)
+            var d = fuse_dirent()
             d.ino = inode == 0 ? 1 : inode
             d.off = index + 1
             d.namelen = UInt32(name.count)

@@ -51,7 +51,7 @@ public final class FUSESession: Sendable {
         public init(
             readers: Int = 4, maxInFlight: Int = 128, fsName: String = "stargz", subtype: String = "stargz",
             allowOther: Bool = true, cacheTimeout: Duration = .seconds(3600), maxRead: Int = 1 << 20,
-            maxMinor: UInt32 = 38, method: MountMethod = .automatic, cacheNegativeLookups: Bool = true,
+            maxMinor: UInt32 = ABI.kernelMinor, method: MountMethod = .automatic, cacheNegativeLookups: Bool = true,
             readOnly: Bool = true, defaultPermissions: Bool = true, allowSetuid: Bool = false
         ) {
             self.method = method

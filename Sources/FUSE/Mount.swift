@@ -25,13 +25,7 @@ enum Mount {
             throw FUSEError(e == 0 ? ENOTDIR : e, "mount point \(mountPoint) is not a directory")
         }
         let useHelper = options.method == .helper || (options.method == .automatic && geteuid() != 0)
-        do {
-            return useHelper ? try mountWithHelper(mountPoint, options) : try mountWithSyscall(mountPoint, options)
-        } catch let e as FUSEError {
-            throw e
-        } catch {
-            throw FUSEError(EIO, "\(error)")
-        }
+        return useHelper ? try mountWithHelper(mountPoint, options) : try mountWithSyscall(mountPoint, options)
     }
 
     /// Attaches a fresh /dev/fuse fd to the session of `fd` (FUSE_DEV_IOC_CLONE), for another reader thread.
@@ -59,7 +53,7 @@ enum Mount {
         return p.terminationStatus == 0 ? nil : "umount2: \(String(cString: strerror(e))); fusermount3 -u -z exited \(p.terminationStatus)"
     }
 
-    static func mountWithSyscall(_ mountPoint: String, _ options: FUSESession.Options) throws -> Int32 {
+    static func mountWithSyscall(_ mountPoint: String, _ options: FUSESession.Options) throws(FUSEError) -> Int32 {
         let fd = open("/dev/fuse", O_RDWR | O_CLOEXEC)
         guard fd >= 0 else { throw FUSEError(errno, "cannot open /dev/fuse") }
         var data = "fd=\(fd),rootmode=40000,user_id=\(getuid()),group_id=\(getgid()),max_read=\(options.maxRead)"
@@ -77,7 +71,7 @@ enum Mount {
     }
 
     /// Runs `fusermount3` with one end of a socket pair as `_FUSE_COMMFD`; it mounts and sends the fd back.
-    static func mountWithHelper(_ mountPoint: String, _ options: FUSESession.Options) throws -> Int32 {
+    static func mountWithHelper(_ mountPoint: String, _ options: FUSESession.Options) throws(FUSEError) -> Int32 {
         let candidates: [String] = ["/usr/bin/fusermount3", "/bin/fusermount3"]
         guard let helper = candidates.first(where: { (p: String) in access(p, X_OK) == 0 }) else {
             throw FUSEError(ENOENT, "fusermount3 is not installed (apt-get install fuse3)")

@@ -194,31 +194,31 @@ public final class LazyLayer: FileSystem {
     // MARK: FileSystem
 
     public func lookup(parent: UInt64, name: UnsafeRawBufferPointer) throws(FUSEError) -> Answer<FileAttributes> {
-        do { return .now(try tree.lookup(parent: parent, name: name)) } catch { throw FUSEError(error) }
+        do { return .now(try tree.lookup(parent: parent, name: name)) } catch { throw FUSEError(replyingTo: error) }
     }
 
     public func attributes(node: UInt64) throws(FUSEError) -> FileAttributes {
-        do { return try tree.attributes(node: node) } catch { throw FUSEError(error) }
+        do { return try tree.attributes(node: node) } catch { throw FUSEError(replyingTo: error) }
     }
 
     public func readlink(node: UInt64) throws(FUSEError) -> [UInt8] {
-        do { return try tree.readlink(node: node) } catch { throw FUSEError(error) }
+        do { return try tree.readlink(node: node) } catch { throw FUSEError(replyingTo: error) }
     }
 
     public func entries(directory: UInt64) throws(FUSEError) -> [DirectoryEntry] {
-        do { return try tree.entries(directory: directory) } catch { throw FUSEError(error) }
+        do { return try tree.entries(directory: directory) } catch { throw FUSEError(replyingTo: error) }
     }
 
     public func xattr(node: UInt64, name: String) throws(FUSEError) -> [UInt8] {
-        do { return try tree.xattr(node: node, name: name) } catch { throw FUSEError(error) }
+        do { return try tree.xattr(node: node, name: name) } catch { throw FUSEError(replyingTo: error) }
     }
 
     public func xattrNames(node: UInt64) throws(FUSEError) -> [String] {
-        do { return try tree.xattrNames(node: node) } catch { throw FUSEError(error) }
+        do { return try tree.xattrNames(node: node) } catch { throw FUSEError(replyingTo: error) }
     }
 
     public func open(node: UInt64, flags: UInt32) throws(FUSEError) {
-        do { try tree.open(node: node) } catch { throw FUSEError(error) }
+        do { try tree.open(node: node) } catch { throw FUSEError(replyingTo: error) }
     }
 
     public func statistics() -> FileSystemStatistics { tree.statistics() }
@@ -227,7 +227,7 @@ public final class LazyLayer: FileSystem {
     /// read-around neighbours), and the read completed from what the fetch brought.
     public func read(node: UInt64, offset: UInt64, size: Int) throws(FUSEError) -> Answer<[UInt8]> {
         let plan: ReadPlan
-        do { plan = try chunks.plan(node, offset: offset, size: size) } catch { throw FUSEError(error) }
+        do { plan = try chunks.plan(node, offset: offset, size: size) } catch { throw FUSEError(replyingTo: error) }
         switch chunks.assemble(plan) {
         case .complete(let bytes): return .now(bytes)
         case .partial(let pieces, let missing):

@@ -93,8 +93,3 @@ public struct LazyLayerError: Error, CustomStringConvertible, Equatable, Sendabl
 
     public static func == (a: LazyLayerError, b: LazyLayerError) -> Bool { a.code == b.code }
 }
-
-extension FUSEError {
-    /// The FUSE answer for a lazy layer's error.
-    init(_ e: LazyLayerError) { self.init(e.errno, e.message) }
-}

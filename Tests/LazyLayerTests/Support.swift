@@ -34,21 +34,6 @@ func withMountedLayer<T>(
     }
 }
 
-/// `pread` of a file in the mount; the errno on failure.
-func preadFile(_ path: String, offset: Int, length: Int) -> Result<[UInt8], FUSEError> {
-    let fd = open(path, O_RDONLY)
-    guard fd >= 0 else { return .failure(FUSEError(errno)) }
-    defer { close(fd) }
-    var out = [UInt8](repeating: 0, count: length)
-    var got = 0
-    while got < length {
-        let n = out.withUnsafeMutableBytes { pread(fd, $0.baseAddress! + got, length - got, off_t(offset + got)) }
-        if n < 0 { return .failure(FUSEError(errno)) }
-        if n == 0 { break }
-        got += n
-    }
-    return .success(Array(out.prefix(got)))
-}
 
 struct Stat {
     var mode: UInt32, uid: UInt32, gid: UInt32, size: Int64, mtime: Int, nlink: UInt, rdev: UInt

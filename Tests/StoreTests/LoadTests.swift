@@ -35,7 +35,8 @@ private func loadCorpus(_ i: Int) -> [(String, [UInt8])] {
 
 private func hex(_ bytes: [UInt8]) -> String { Digest.sha256(of: bytes).encoded }
 
-private func percentile(_ xs: [Double], _ p: Double) -> Double {
+/// The `p` quantile (0…1) of `xs`, nearest rank.
+func percentile(_ xs: [Double], _ p: Double) -> Double {
     let s = xs.sorted()
     return s.isEmpty ? 0 : s[min(s.count - 1, Int(Double(s.count) * p))]
 }

@@ -37,10 +37,6 @@ private struct Figures: CustomStringConvertible, Sendable {
     var slowest = 0.0, deadline = 0.0, hangBound = 0.0
     var storeRequests = 0, proxy: [String: Int] = [:]
 
-    func percentile(_ p: Double) -> Double {
-        let s = latencies.sorted()
-        return s.isEmpty ? 0 : s[min(s.count - 1, Int(Double(s.count) * p))]
-    }
 
     var description: String {
         let kinds = proxy.filter { $0.key.hasPrefix("fault.") }.sorted { $0.key < $1.key }.map { "\($0.key.dropFirst(6))=\($0.value)" }
@@ -49,7 +45,7 @@ private struct Figures: CustomStringConvertible, Sendable {
             faulted \(proxy["faults"] ?? 0) (\(kinds.joined(separator: " "))); wrong bytes in \(wrong) reads; \
             failed \(failed); slowest \(String(format: "%.2f", slowest)) s against a deadline of \(String(format: "%.1f", deadline)) s \
             (a hang: past \(String(format: "%.0f", hangBound)) s); \
-            p50 \(String(format: "%.1f", percentile(0.5) * 1000)) ms, p99 \(String(format: "%.1f", percentile(0.99) * 1000)) ms
+            p50 \(String(format: "%.1f", percentile(latencies, 0.5) * 1000)) ms, p99 \(String(format: "%.1f", percentile(latencies, 0.99) * 1000)) ms
             """
     }
 }
@@ -133,7 +129,7 @@ private func faultRun(rate: Double, reads: Int, seed: UInt64, workers: Int = 8) 
                             let length = Int.random(in: 1...(256 << 10), using: &rng)
                             let t0 = now()
                             progress.started.withLock { $0[w] = t0 }
-                            let got = readRange(mp + "/" + name, offset: offset, length: length)
+                            let got = preadFile(mp + "/" + name, offset: offset, length: length, dropCache: true)
                             let t = now() - t0
                             progress.started.withLock { $0[w] = nil }
                             mine.reads += 1
@@ -180,23 +176,6 @@ private final class Progress: Sendable {
     /// Worker → the start of its read in flight.
     let started = Mutex([Int: Double]())
     let done = Atomic<Int>(0)
-}
-
-/// Reads `[offset, offset+length)` of `path` with the page cache dropped first, so that the read reaches the store.
-private func readRange(_ path: String, offset: Int, length: Int) -> Result<[UInt8], FUSEError> {
-    let fd = open(path, O_RDONLY | O_CLOEXEC)
-    guard fd >= 0 else { return .failure(FUSEError(errno, "open")) }
-    defer { close(fd) }
-    _ = posix_fadvise(fd, 0, 0, Int32(POSIX_FADV_DONTNEED))
-    var out = [UInt8](repeating: 0, count: length)
-    var n = 0
-    while n < length {
-        let r = out.withUnsafeMutableBytes { pread(fd, $0.baseAddress! + n, length - n, off_t(offset + n)) }
-        if r < 0 { return .failure(FUSEError(errno, "pread")) }
-        if r == 0 { break }
-        n += r
-    }
-    return .success(Array(out.prefix(n)))
 }
 
 /// The FUSE connection number of the mount at `path` (the minor of its device).

@@ -173,7 +173,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
             return self.reply(307, b"", [("Location", target)])
         status, headers, data = self.fetch(body)
         if status != 206 or len(data) < 2:
-            return self.send_upstream(status, headers, data)
+            return self.reply(status, data, headers)
         self.send_response(status)
         for k, v in headers:
             self.send_header(k, v)
@@ -221,15 +221,6 @@ class Handler(http.server.BaseHTTPRequestHandler):
                 v = v.replace("http://" + args.upstream, "http://127.0.0.1:%d" % port)
             keep.append((k, v))
         return resp.status, keep, data
-
-    def send_upstream(self, status, headers, data):
-        self.send_response(status)
-        for k, v in headers:
-            self.send_header(k, v)
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        if self.command != "HEAD":
-            self.wfile.write(data)
 
     def forward(self, body, strip_auth, matched):
         status, headers, data = self.fetch(body, strip_auth)
