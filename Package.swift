@@ -49,6 +49,9 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),
         // Already in the graph (async-http-client's); the daemon's signals and graceful shutdown.
         .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.13.0"),
+        // /metrics: swift-metrics' API in the store, Prometheus' text format from swift-prometheus (upstream's names).
+        .package(url: "https://github.com/apple/swift-metrics.git", from: "2.13.0"),
+        .package(url: "https://github.com/swift-server/swift-prometheus.git", from: "2.4.1"),
     ],
     targets: [
         .systemLibrary(
@@ -80,7 +83,10 @@ let package = Package(
         .target(name: "CLinuxFUSE"),
         .target(
             name: "LazyLayer",
-            dependencies: ["EStargz", "FUSE", "OCI", .product(name: "Logging", package: "swift-log")],
+            dependencies: [
+                "EStargz", "FUSE", "OCI", .product(name: "Logging", package: "swift-log"),
+                .product(name: "CoreMetrics", package: "swift-metrics"),
+            ],
             swiftSettings: swiftSettings),
         .target(
             name: "FUSE",
@@ -91,6 +97,7 @@ let package = Package(
             dependencies: [
                 "OCI", "TOML",
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "CoreMetrics", package: "swift-metrics"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
@@ -104,6 +111,8 @@ let package = Package(
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "CoreMetrics", package: "swift-metrics"),
+                .product(name: "Prometheus", package: "swift-prometheus"),
             ],
             swiftSettings: swiftSettings),
         .target(
@@ -153,6 +162,7 @@ let package = Package(
             dependencies: [
                 "Store", "LazyLayer", "FUSE", "Registry", "EStargz", "OCI", "TestSupport", "Convert",
                 .product(name: "Logging", package: "swift-log"),
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
             ],
             swiftSettings: swiftSettings),
         .testTarget(

@@ -1,4 +1,5 @@
 // SPDX-License-Identifier: Apache-2.0
+import CoreMetrics
 import EStargz
 import Logging
 
@@ -57,7 +58,7 @@ struct BackgroundFetcher: Sendable {
         do {
             // One request: the whole span, whatever the gaps between chunks.
             _ = try await fetcher.fetch(wanted, intoMemory: true, mergeGap: .max / 4)
-            logLatency("prefetch_total", since: start, suffix: "; prefetch_size=\(end) bytes")
+            logLatency("prefetch_total", fetcher.metrics.prefetch, since: start, suffix: "; prefetch_size=\(end) bytes")
             logger.debug("completed to prefetch", metadata: ["layer_sha": "\(layerDigest)"])
         } catch {
             logger.info("prefetch failed", metadata: ["layer.digest": "\(name)", "error": "\(error)"])
@@ -100,7 +101,7 @@ struct BackgroundFetcher: Sendable {
             i += 1
         }
         fetcher.counters.withLock { $0.fullyLocal = true }
-        logLatency("background_fetch_total", since: started, suffix: "")
+        logLatency("background_fetch_total", fetcher.metrics.backgroundFetch, since: started, suffix: "")
         logger.debug(
             "completed to fetch all layer data in background",
             metadata: ["layer_sha": "\(layerDigest)", "bytes": "\(pending.reduce(0) { $0 + $1.compressedSize })"])
@@ -111,7 +112,9 @@ struct BackgroundFetcher: Sendable {
 
     /// The per-layer latency line of upstream's store, in its shape (debug level, `layer_sha`,
     /// `metrics=latency`, `operation`, `msg` = `value=<ms> milliseconds[; prefetch_size=<n> bytes]`).
-    func logLatency(_ operation: String, since start: ContinuousClock.Instant, suffix: String) {
+    /// Also recorded in the layer's `stargz_fs_operation_duration_milliseconds` (`recorder`).
+    func logLatency(_ operation: String, _ recorder: Recorder, since start: ContinuousClock.Instant, suffix: String) {
+        fetcher.metrics.record(recorder, since: start)
         logger.debug(
             "value=\((ContinuousClock.now - start).fractionalMilliseconds) milliseconds\(suffix)",
             metadata: ["layer_sha": "\(layerDigest)", "metrics": "latency", "operation": "\(operation)"])

@@ -15,6 +15,7 @@ final class ChunkFetcher: Sendable {
     let mergeGap: Int64
     let logger: Logger
     let tasks: TaskOwner
+    let metrics: LayerMetrics
     let counters = Mutex(LazyLayerStatistics())
     private struct Coordination: ~Copyable {
         var machine = FetchStateMachine()
@@ -24,8 +25,9 @@ final class ChunkFetcher: Sendable {
 
     init(
         reader: EStargzReader, source: any BlobSource, chunks: ChunkReader, budget: MemoryBudget, mergeGap: Int64,
-        logger: Logger, tasks: TaskOwner
+        logger: Logger, tasks: TaskOwner, metrics: LayerMetrics
     ) {
+        self.metrics = metrics
         self.reader = reader
         self.source = source
         self.chunks = chunks
@@ -166,10 +168,7 @@ final class ChunkFetcher: Sendable {
                     "latency": "\((ContinuousClock.now - started).milliseconds)ms",
                 ])
         }
-        counters.withLock { s in
-            s.requests += rs.count > 1 ? 1 : rs.count
-            s.bytesFetched += rs.reduce(0) { $0 + Int64($1.count) }
-        }
+        fetched(requests: rs.count > 1 ? 1 : rs.count, bytes: rs.reduce(0) { $0 + Int64($1.count) }, since: started)
         // The group's chunks are held until it returns: their claimed sizes come out of the shared budget.
         let claim = group.reduce(0) { $0 + Int($1.size) }
         await budget.acquire(claim)
@@ -189,13 +188,13 @@ final class ChunkFetcher: Sendable {
                     try reader.decompress(c, compressed: Array(b[from..<(from + Int(c.compressedSize))]))
                 }
             } catch where optional.contains(k) {
-                counters.withLock { $0.verificationFailures += 1 }
+                failedVerification()
                 logger.warning(
                     "a chunk read around failed verification; left out",
                     metadata: ["layer.digest": "\(source.name)", "range.offset": "\(c.compressedOffset)", "error": "\(error)"])
                 continue
             } catch {
-                counters.withLock { $0.verificationFailures += 1 }
+                failedVerification()
                 logger.warning(
                     "chunk failed verification; fetching it again",
                     metadata: ["layer.digest": "\(source.name)", "range.offset": "\(c.compressedOffset)", "error": "\(error)"])
@@ -213,11 +212,31 @@ final class ChunkFetcher: Sendable {
             s.chunksFetched += out.count
             for c in group where !s.seen.insert(ChunkReader.key(c)).inserted { s.duplicateFetches += 1 }
         }
+        metrics.chunksFetched.increment(by: out.count)
         return out
+    }
+
+    /// Counts range requests made and the compressed bytes they brought (statistics and metrics).
+    private func fetched(requests: Int, bytes: Int64, since start: ContinuousClock.Instant) {
+        counters.withLock { s in
+            s.requests += requests
+            s.bytesFetched += bytes
+        }
+        metrics.fetchRequests.increment(by: requests)
+        metrics.fetchCount.increment(by: requests)
+        metrics.fetchedBytes.increment(by: bytes)
+        metrics.bytesFetched.increment(by: Double(bytes))
+        metrics.record(metrics.registryGet, since: start)
+    }
+
+    private func failedVerification() {
+        counters.withLock { $0.verificationFailures += 1 }
+        metrics.verificationFailures.increment()
     }
 
     /// A chunk's second try, on its own.
     private func refetch(_ c: Chunk) async throws -> [UInt8] {
+        let started = ContinuousClock.now
         let again: [UInt8]
         do {
             again = try await source.read([c.compressedOffset..<c.compressedEnd])[0]
@@ -226,14 +245,11 @@ final class ChunkFetcher: Sendable {
         } catch {
             throw LazyLayerError(.fetchFailed, "\(source.name): the chunk at \(c.compressedOffset)", cause: error)
         }
-        counters.withLock { s in
-            s.requests += 1
-            s.bytesFetched += c.compressedSize
-        }
+        fetched(requests: 1, bytes: c.compressedSize, since: started)
         do {
             return try reader.decompress(c, compressed: again)
         } catch {
-            counters.withLock { $0.verificationFailures += 1 }
+            failedVerification()
             throw LazyLayerError(.verificationFailed, "\(source.name): the chunk at \(c.compressedOffset), twice", cause: error)
         }
     }

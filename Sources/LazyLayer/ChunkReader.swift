@@ -34,6 +34,7 @@ struct ChunkReader: Sendable {
     let owner: UInt64
     let disk: DiskChunkCache?
     let name: String
+    let metrics: LayerMetrics
 
     static func key(_ c: Chunk) -> ChunkKey { ChunkKey(compressedOffset: c.compressedOffset, innerOffset: c.innerOffset) }
 
@@ -56,20 +57,29 @@ struct ChunkReader: Sendable {
         Int(max(p.start, c.fileOffset) - c.fileOffset)..<Int(min(p.end, c.fileOffset + c.size) - c.fileOffset)
     }
 
-    /// A chunk's wanted bytes from memory or disk, or nil.
+    /// A chunk's wanted bytes from memory or disk, or nil (each lookup counted by where it was answered).
     func cached(_ c: Chunk, _ want: Range<Int>) -> Assembly.Piece? {
         let k = Self.key(c)
-        if let v = memory.get(owner, k) { return Assembly.Piece(bytes: v, range: want) }
-        guard let disk, let d = c.digest else { return nil }
+        if let v = memory.get(owner, k) {
+            metrics.memoryHits.increment()
+            return Assembly.Piece(bytes: v, range: want)
+        }
+        guard let disk, let d = c.digest else {
+            metrics.misses.increment()
+            return nil
+        }
         if memory.capacity >= 8 * Int(c.size), let v = disk.get(d, size: Int(c.size)) {
             // Memory to spare: the whole chunk comes in, for the reads that follow.
             memory.put(owner, k, v)
+            metrics.diskHits.increment()
             return Assembly.Piece(bytes: v, range: want)
         }
         // A trusted chunk on disk is read in the range asked for only, not loaded whole.
         if let v = disk.read(d, size: Int(c.size), from: want.lowerBound, to: want.upperBound, whole: { memory.put(owner, k, $0) }) {
+            metrics.diskHits.increment()
             return Assembly.Piece(bytes: v, range: 0..<v.count)
         }
+        metrics.misses.increment()
         return nil
     }
 

@@ -107,23 +107,27 @@ public final class LazyLayer: FileSystem {
     let background: BackgroundFetcher
     let scheduler: FetchScheduler
     let tasks = TaskOwner()
+    /// What the layer measures.
+    public let metrics: LayerMetrics
     private let backgroundStarted = Mutex(false)
     private let backgroundDone = Flight()
 
-    private init(reader: EStargzReader, source: any BlobSource, options: LazyLayerOptions, logger: Logger) {
+    private init(reader: EStargzReader, source: any BlobSource, options: LazyLayerOptions, logger: Logger, metrics: LayerMetrics) {
         self.reader = reader
         self.source = source
         self.options = options
         self.logger = logger
+        self.metrics = metrics
         tree = LayerTree(reader.toc)
         let memory = options.memoryCache ?? MemoryChunkCache(capacity: options.memoryCacheBytes)
         chunks = ChunkReader(
-            reader: reader, tree: tree, memory: memory, owner: memory.newOwner(), disk: options.diskCache, name: source.name)
+            reader: reader, tree: tree, memory: memory, owner: memory.newOwner(), disk: options.diskCache, name: source.name,
+            metrics: metrics)
         scheduler = options.scheduler ?? FetchScheduler(silence: .zero, backgroundSlots: 1)
         fetcher = ChunkFetcher(
             reader: reader, source: source, chunks: chunks,
             budget: options.decompressionBudget ?? MemoryBudget(capacity: LazyLayerOptions.defaultDecompressionBudget),
-            mergeGap: options.mergeGap, logger: logger, tasks: tasks)
+            mergeGap: options.mergeGap, logger: logger, tasks: tasks, metrics: metrics)
         background = BackgroundFetcher(fetcher: fetcher, scheduler: scheduler, options: options, logger: logger)
     }
 
@@ -131,8 +135,9 @@ public final class LazyLayer: FileSystem {
     /// 1/128 of the blob, two otherwise) and indexes it.
     public static func open(
         _ source: any BlobSource, options: LazyLayerOptions = LazyLayerOptions(),
-        logger: Logger = Logger(label: "stargz.lazylayer")
+        logger: Logger = Logger(label: "stargz.lazylayer"), metrics: LayerMetrics = .none
     ) async throws -> LazyLayer {
+        let fetching = ContinuousClock.now
         let size = source.size
         guard size >= Int64(Footer.zstdChunkedSize) else {
             throw EStargzError(.invalidFooter, "\(source.name): a blob of \(size) bytes has no footer")
@@ -151,10 +156,13 @@ public final class LazyLayer: FileSystem {
             tail = more + tail
             start = footer.tocOffset
         }
+        metrics.record(metrics.tocGet, since: fetching)
         let blob = TailBlob(size: size, start: start, bytes: tail, name: source.name)
+        let parsing = ContinuousClock.now
         let reader = try EStargzReader(
             blob: blob, options: ReaderOptions(expectedTOCDigest: options.expectedTOCDigest, limits: options.limits))
-        return LazyLayer(reader: reader, source: source, options: options, logger: logger)
+        metrics.record(metrics.tocParse, since: parsing)
+        return LazyLayer(reader: reader, source: source, options: options, logger: logger, metrics: metrics)
     }
 
     /// Starts the prefetch and then the background fetch, as the options say (once).
@@ -206,6 +214,8 @@ public final class LazyLayer: FileSystem {
     }
 
     public func entries(directory: UInt64) throws(FUSEError) -> [DirectoryEntry] {
+        let start = ContinuousClock.now
+        defer { metrics.recordMicroseconds(metrics.readdir, since: start) }
         do { return try tree.entries(directory: directory) } catch { throw FUSEError(replyingTo: error) }
     }
 
@@ -226,13 +236,26 @@ public final class LazyLayer: FileSystem {
     /// A read: planned and assembled from the caches once; what is missing is fetched later (with its
     /// read-around neighbours), and the read completed from what the fetch brought.
     public func read(node: UInt64, offset: UInt64, size: Int) throws(FUSEError) -> Answer<[UInt8]> {
+        let start = ContinuousClock.now
+        metrics.readCount.increment()
         let plan: ReadPlan
         do { plan = try chunks.plan(node, offset: offset, size: size) } catch { throw FUSEError(replyingTo: error) }
         switch chunks.assemble(plan) {
-        case .complete(let bytes): return .now(bytes)
+        case .complete(let bytes):
+            served(bytes.count, since: start)
+            return .now(bytes)
         case .partial(let pieces, let missing):
-            return .later { [self] in try await fetchAndComplete(node, plan, pieces, missing) }
+            return .later { [self] in
+                let bytes = try await fetchAndComplete(node, plan, pieces, missing)
+                served(bytes.count, since: start)
+                return bytes
+            }
         }
+    }
+
+    private func served(_ count: Int, since start: ContinuousClock.Instant) {
+        metrics.bytesServed.increment(by: Double(count))
+        metrics.recordMicroseconds(metrics.readOnDemand, since: start)
     }
 
     func fetchAndComplete(_ node: UInt64, _ plan: ReadPlan, _ pieces: [Assembly.Piece?], _ missing: [Chunk]) async throws -> [UInt8] {

@@ -150,15 +150,8 @@ extension RegistryClient {
         var received: Int64 = 0
         var hostIndex = 0
         let hosts = hostsForPull(ref)
-        let policy = configuration.retryPolicy
-        try await policy.run(onRetry: { _, failure, delay in
-            logger.debug(
-                "resuming blob",
-                metadata: [
-                    "layer.digest": "\(digest)", "range.offset": "\(received)", "retry.delay": "\(delay)",
-                    "error": "\(failure)",
-                ])
-        }) { (_: Int) async throws -> RetryPolicy.Outcome<Void> in
+        try await withRetries("resuming blob", ["layer.digest": "\(digest)", "range.offset": "\(received)"]) {
+            (_: Int) async throws -> RetryPolicy.Outcome<Void> in
             while true {
                 let host = hosts[min(hostIndex, hosts.count - 1)]
                 var call = Call(
@@ -206,10 +199,10 @@ extension RegistryClient {
                     return .success(())
                 } catch let e as SinkFailure {
                     throw e.error  // the bytes were counted and hashed: a resume would skip them
-                } catch let e as RegistryError where Self.isResumable(e) && received < (expectedSize ?? .max) {
-                    return .retry(e)
+                } catch let e as RegistryError where Self.isResumable(e) && received >= (expectedSize ?? .max) {
+                    throw e  // all the bytes came and they are wrong: a resume has nothing left to ask for
                 } catch {
-                    return try policy.outcome(after: error, idempotent: true) {
+                    return try bodyOutcome(after: error) {
                         RegistryError(
                             .transport, "blob \(digest) of \(ref.name) failed after \(received) bytes", cause: $0)
                     }
@@ -267,22 +260,15 @@ extension RegistryClient {
     /// The result always has exactly `length` bytes, or the call throws.
     public func readRange(_ ref: Reference, _ digest: Digest, offset: Int64, length: Int) async throws -> [UInt8] {
         guard length > 0 else { return [] }
-        let policy = configuration.retryPolicy
-        return try await policy.run(onRetry: { _, failure, delay in
-            logger.debug(
-                "retrying a range read",
-                metadata: [
-                    "layer.digest": "\(digest)", "range.offset": "\(offset)", "retry.delay": "\(delay)",
-                    "error": "\(failure)",
-                ])
-        }) { (_: Int) async throws -> RetryPolicy.Outcome<[UInt8]> in
+        return try await withRetries("retrying a range read", ["layer.digest": "\(digest)", "range.offset": "\(offset)"]) {
+            (_: Int) async throws -> RetryPolicy.Outcome<[UInt8]> in
             var call = Call(
                 method: .GET, host: ref.registry, repository: ref.repository, actions: "pull",
                 path: "/v2/\(ref.repository)/blobs/\(digest)",
                 headers: [("Range", "bytes=\(offset)-\(offset + Int64(length) - 1)")], timeout: configuration.fetchTimeout)
             call.redirectKey = "\(ref.registry)/\(ref.repository)@\(digest)"
+            let response = try await send(call)  // its errors are final: send retried what was worth it
             do {
-                let response = try await send(call)
                 let status = Int(response.status.code)
                 var skip: Int64
                 switch status {
@@ -312,10 +298,8 @@ extension RegistryClient {
                     throw RegistryError(.badResponse, "range [\(offset), +\(length)) of blob \(digest) ended after \(out.count) bytes")
                 }
                 return .success(out)
-            } catch let e as RegistryError where Self.isResumable(e) {
-                return .retry(e)
             } catch {
-                return try policy.outcome(after: error, idempotent: true) {
+                return try bodyOutcome(after: error) {
                     RegistryError(.transport, "range [\(offset), +\(length)) of blob \(digest) failed", cause: $0)
                 }
             }

@@ -30,49 +30,29 @@ extension RegistryClient {
             path: "/v2/\(ref.repository)/blobs/\(digest)", headers: [("Range", "bytes=\(spec)")],
             timeout: configuration.fetchTimeout)
         call.redirectKey = "\(ref.registry)/\(ref.repository)@\(digest)"
-        let response = try await send(call)
-        let status = Int(response.status.code)
         let total = wanted.reduce(0) { $0 + Int($1.count) }
-        var parts: [(start: Int64, bytes: [UInt8])] = []
-        switch status {
-        case 206:
-            let body = Array(buffer: try await response.body.collect(upTo: total + 64 * 1024 + wanted.count * 512))
-            let type = response.headers.first(name: "Content-Type") ?? ""
-            if type.lowercased().hasPrefix("multipart/byteranges") {
-                guard let boundary = MultipartByteRanges.boundary(type) else {
-                    throw RegistryError(.badResponse, "multipart reply for blob \(digest) has no boundary")
+        // A reply that breaks off or does not fit is asked for again, as a single range's is.
+        let reply = try await withRetries("retrying a multi-range read", ["layer.digest": "\(digest)", "ranges": "\(wanted.count)"]) {
+            (_: Int) async throws -> RetryPolicy.Outcome<MultiRangeReply> in
+            let response = try await send(call)  // its errors are final: send retried what was worth it
+            do {
+                return .success(try await multiRangeReply(response, digest, wanted, total: total))
+            } catch {
+                return try bodyOutcome(after: error) {
+                    RegistryError(.transport, "\(wanted.count) ranges of blob \(digest) failed", cause: $0)
                 }
-                parts = try MultipartByteRanges.parse(body, boundary: boundary, what: "blob \(digest)")
-            } else if let cr = response.headers.first(name: "Content-Range"), let start = MultipartByteRanges.start(cr) {
-                parts = [(start, body)]
-            } else {
-                throw RegistryError(.badResponse, "206 for blob \(digest) without Content-Range")
             }
-        case 200:
-            // Ranges ignored: the whole blob. Keep only what was asked for.
-            var out: [[UInt8]] = []
-            var all: [UInt8] = []
-            for try await buffer in response.body {
-                all.append(contentsOf: buffer.readableBytesView)
-                if let maxEnd = wanted.map(\.upperBound).max(), Int64(all.count) >= maxEnd { break }
-            }
-            for r in ranges {
-                guard r.upperBound <= Int64(all.count) else {
-                    throw RegistryError(.badResponse, "blob \(digest) is shorter than range \(r)")
-                }
-                out.append(Array(all[Int(r.lowerBound)..<Int(r.upperBound)]))
-            }
-            return out
-        case 400, 416, 501:
-            _ = try? await response.body.collect(upTo: 1 << 16)
+        }
+        let parts: [(start: Int64, bytes: [UInt8])]
+        switch reply {
+        case .parts(let p):
+            parts = p
+        case .singleRangesOnly:
             await markSingleRange("\(ref.registry)/\(digest)")
-            logger.debug("multi-range refused; switching the blob to single ranges", metadata: ["layer.digest": "\(digest)", "http.status": "\(status)"])
+            logger.debug("multi-range refused; switching the blob to single ranges", metadata: ["layer.digest": "\(digest)"])
             return try await ranges.asyncMap { r in
                 r.isEmpty ? [] : try await readRange(ref, digest, offset: r.lowerBound, length: Int(r.count))
             }
-        default:
-            _ = try await expect(response, [206], what: "ranges of blob \(digest) of \(ref.name)")
-            throw RegistryError(.badResponse, "unexpected status \(status)", status: status)
         }
         var out: [[UInt8]] = []
         for r in ranges {
@@ -87,6 +67,56 @@ extension RegistryClient {
             out.append(Array(p.bytes[from..<(from + Int(r.count))]))
         }
         return out
+    }
+
+    /// What a reply to a multi-range request holds.
+    enum MultiRangeReply: Sendable {
+        /// Byte runs of the blob, each from its start (the parts of a `multipart/byteranges` body, one range of a
+        /// 206, or the head of the blob from a 200).
+        case parts([(start: Int64, bytes: [UInt8])])
+        /// The registry refuses several ranges in one request (400, 416, 501).
+        case singleRangesOnly
+    }
+
+    /// Reads the reply to a multi-range request. A body that breaks off or does not parse throws (the caller
+    /// asks again); a status that is the registry's verdict throws its ``RegistryError``.
+    private func multiRangeReply(
+        _ response: HTTPClientResponse, _ digest: Digest, _ wanted: [Range<Int64>], total: Int
+    ) async throws -> MultiRangeReply {
+        let status = Int(response.status.code)
+        switch status {
+        case 206:
+            let body = Array(buffer: try await response.body.collect(upTo: total + 64 * 1024 + wanted.count * 512))
+            let type = response.headers.first(name: "Content-Type") ?? ""
+            if type.lowercased().hasPrefix("multipart/byteranges") {
+                guard let boundary = MultipartByteRanges.boundary(type) else {
+                    throw RegistryError(.badResponse, "multipart reply for blob \(digest) has no boundary")
+                }
+                return .parts(try MultipartByteRanges.parse(body, boundary: boundary, what: "blob \(digest)"))
+            }
+            guard let cr = response.headers.first(name: "Content-Range"), let start = MultipartByteRanges.start(cr) else {
+                throw RegistryError(.badResponse, "206 for blob \(digest) without Content-Range")
+            }
+            return .parts([(start, body)])
+        case 200:
+            // Ranges ignored: the whole blob, read as far as the last range.
+            let maxEnd = wanted.map(\.upperBound).max() ?? 0
+            var all: [UInt8] = []
+            for try await buffer in response.body {
+                all.append(contentsOf: buffer.readableBytesView)
+                if Int64(all.count) >= maxEnd { break }
+            }
+            guard Int64(all.count) >= maxEnd else {
+                throw RegistryError(.badResponse, "blob \(digest) ended after \(all.count) bytes, before \(maxEnd)")
+            }
+            return .parts([(start: Int64(0), bytes: all)])
+        case 400, 416, 501:
+            _ = try? await response.body.collect(upTo: 1 << 16)
+            return .singleRangesOnly
+        default:
+            _ = try await expect(response, [206], what: "ranges of blob \(digest)")
+            throw RegistryError(.badResponse, "unexpected status \(status)", status: status)
+        }
     }
 
     func markSingleRange(_ key: String) async { await singleRangeBlobs.insert(key) }

@@ -26,15 +26,18 @@ public final class RegistryClient: Sendable {
     let singleRangeBlobs = KeySet()
     let redirects = RedirectCache()
     let logger: Logger
+    /// Requests, faults, retries and calls given up.
+    public let metrics: RegistryMetrics
 
     /// Creates a client with its own HTTP connection pool.
     public init(
         configuration: RegistryConfiguration = RegistryConfiguration(), credentials: CredentialStore = CredentialStore(),
-        logger: Logger = Logger(label: "stargz.registry")
+        logger: Logger = Logger(label: "stargz.registry"), metrics: RegistryMetrics = RegistryMetrics()
     ) {
         self.configuration = configuration
         self.credentials = credentials
         self.logger = logger
+        self.metrics = metrics
         var c = HTTPClient.Configuration(redirectConfiguration: .disallow)
         c.timeout = .init(connect: .seconds(15), read: .seconds(Int64(configuration.fetchTimeout.components.seconds)))
         c.decompression = .disabled
@@ -78,11 +81,44 @@ public final class RegistryClient: Sendable {
         return false
     }
 
+    /// Runs `operation` under the configured ``RegistryConfiguration/retryPolicy``, counting its retries and
+    /// whether it gave up, and logging each retry with `message` and `metadata` (read at the retry).
+    func withRetries<Value>(
+        _ message: @autoclosure () -> Logger.Message, _ metadata: @autoclosure () -> Logger.Metadata = [:],
+        _ operation: (_ attempt: Int) async throws -> RetryPolicy.Outcome<Value>
+    ) async throws -> Value {
+        try await configuration.retryPolicy.run(
+            onRetry: { attempt, failure, delay in
+                metrics.retries.increment()
+                var m = metadata()
+                m["attempt"] = "\(attempt)"
+                m["retry.delay"] = "\(delay)"
+                m["error"] = "\(failure)"
+                logger.debug(message(), metadata: m)
+            },
+            onExhausted: { _ in metrics.exhausted.increment() }, operation)
+    }
+
+    /// The outcome of a blob or range read's attempt that threw `error` after its reply came: a retry (counted
+    /// as a fault of its kind) when the reply broke off or did not fit, or when the transport failed; otherwise
+    /// the error, thrown as ``RetryPolicy/outcome(after:idempotent:wrap:)`` says.
+    func bodyOutcome<Value>(after error: any Error, wrap: (any Error) -> any Error) throws -> RetryPolicy.Outcome<Value> {
+        if let e = error as? RegistryError, Self.isResumable(e) {
+            metrics.fault(.badReply)
+            return .retry(e)
+        }
+        let outcome: RetryPolicy.Outcome<Value> = try configuration.retryPolicy.outcome(after: error, idempotent: true, wrap: wrap)
+        metrics.fault(RegistryFault(classifying: error))
+        return outcome
+    }
+
     /// Sends `call`, handling auth challenges, redirects and retries. The caller consumes the body.
     ///
     /// Transport errors and the ``RetryPolicy/retryableStatuses`` are retried under the configured
     /// ``RegistryConfiguration/retryPolicy`` when the call is idempotent; an auth challenge answered, a redirect
-    /// followed or a stale cached blob URL dropped goes round again without counting as an attempt.
+    /// followed or a stale cached blob URL dropped goes round again without counting as an attempt. A blob
+    /// storage URL refused with 401 or 403 right after the registry's redirect to it (expired on the way) costs an
+    /// attempt and asks the registry again.
     func send(_ call: Call) async throws -> HTTPClientResponse {
         var authRetried = false
         let origin = call.path.hasPrefix("http://") || call.path.hasPrefix("https://") ? call.path : baseURL(call.host) + call.path
@@ -97,10 +133,8 @@ public final class RegistryClient: Sendable {
             fromCache = true
         }
         let policy = configuration.retryPolicy
-        return try await policy.run(onRetry: { attempt, failure, delay in
-            logger.debug(
-                "retrying", metadata: ["attempt": "\(attempt)", "retry.delay": "\(delay)", "error": "\(failure)"])
-        }) { (attempt: Int) async throws -> RetryPolicy.Outcome<HTTPClientResponse> in
+        return try await withRetries("retrying", ["http.method": "\(call.method)"]) {
+            (attempt: Int) async throws -> RetryPolicy.Outcome<HTTPClientResponse> in
             while true {
                 try Task.checkCancellation()
                 var req = HTTPClientRequest(url: url)
@@ -120,6 +154,7 @@ public final class RegistryClient: Sendable {
                     req.headers.replaceOrAdd(name: "Content-Length", value: "0")
                 }
                 let response: HTTPClientResponse
+                metrics.requests.increment()
                 do {
                     response = try await http.execute(req, timeout: .seconds(Int64(call.timeout.components.seconds)))
                 } catch let e as CancellationError {
@@ -130,19 +165,30 @@ public final class RegistryClient: Sendable {
                         await redirects.remove(key)
                         (url, sendAuth, fromCache) = (origin, true, false)
                     }
-                    return try policy.outcome(after: error, idempotent: call.idempotent) {
+                    let outcome: RetryPolicy.Outcome<HTTPClientResponse> = try policy.outcome(
+                        after: error, idempotent: call.idempotent
+                    ) {
                         RegistryError(
                             .transport, "\(call.method) \(redact(url)) failed after \(attempt) attempts", cause: $0)
                     }
+                    metrics.fault(RegistryFault(classifying: error))
+                    return outcome
                 }
                 let status = Int(response.status.code)
-                if fromCache, let key = call.redirectKey, (400..<500).contains(status) && status != 416 {
-                    // An expired or revoked storage URL: forget it and go through the registry.
+                let refusedURL = fromCache ? (400..<500).contains(status) && status != 416 : redirectCount > 0 && (status == 401 || status == 403)
+                if refusedURL, let key = call.redirectKey {
+                    // An expired or revoked storage URL: forget it and go through the registry. A URL from the
+                    // cache costs no attempt (the registry was not asked); one the registry just gave does.
                     _ = try? await response.body.collect(upTo: 1 << 20)
+                    metrics.fault(.expiredURL)
                     await redirects.remove(key)
-                    (url, sendAuth, fromCache) = (origin, true, false)
+                    let fresh = !fromCache
+                    (url, sendAuth, fromCache, redirectCount) = (origin, true, false, 0)
                     logger.debug(
-                        "cached blob URL refused; asking the registry again", metadata: ["http.status": "\(status)"])
+                        "blob storage URL refused; asking the registry again", metadata: ["http.status": "\(status)"])
+                    if fresh {
+                        return .retry(RegistryError(.denied, "\(call.method): the blob storage URL the registry redirected to answered \(status)", status: status))
+                    }
                     continue
                 }
                 switch status {
@@ -171,6 +217,7 @@ public final class RegistryClient: Sendable {
                     guard policy.decision(forStatus: status, idempotent: call.idempotent) == .retry else {
                         throw failure
                     }
+                    metrics.fault(status == 429 ? .rateLimited : .serverError)
                     return .retry(failure, retryAfter: retryAfter)
                 default:
                     if redirectCount > 0, let key = call.redirectKey, (200..<300).contains(status) {
@@ -251,13 +298,10 @@ public final class RegistryClient: Sendable {
         }
         let request = req
         let policy = configuration.retryPolicy
-        return try await policy.run(onRetry: { attempt, failure, delay in
-            logger.debug(
-                "retrying a token request",
-                metadata: ["attempt": "\(attempt)", "retry.delay": "\(delay)", "error": "\(failure)"])
-        }) { (_: Int) async throws -> RetryPolicy.Outcome<Token> in
+        return try await withRetries("retrying a token request") { (_: Int) async throws -> RetryPolicy.Outcome<Token> in
             do {
                 let timeout = TimeAmount.seconds(Int64(configuration.requestTimeout.components.seconds))
+                metrics.requests.increment()
                 let r = try await http.execute(request, timeout: timeout)
                 let body = Array(buffer: try await r.body.collect(upTo: 1 << 20))
                 let status = Int(r.status.code)
@@ -265,6 +309,7 @@ public final class RegistryClient: Sendable {
                     let failure = RegistryError(
                         .unauthorized, "token request to \(redact(url)) for \(scope) answered \(status)", status: status)
                     guard policy.decision(forStatus: status, idempotent: true) == .retry else { throw failure }
+                    metrics.fault(status == 429 ? .rateLimited : .serverError)
                     return .retry(failure, retryAfter: RetryPolicy.retryAfter(r.headers.first(name: "Retry-After")))
                 }
                 guard let obj = try? JSONSerialization.jsonObject(with: Data(body)) as? [String: Any],
@@ -274,9 +319,11 @@ public final class RegistryClient: Sendable {
                 }
                 return .success(Token(token: token, expiresIn: obj["expires_in"] as? Int))
             } catch {
-                return try policy.outcome(after: error, idempotent: true) {
+                let outcome: RetryPolicy.Outcome<Token> = try policy.outcome(after: error, idempotent: true) {
                     RegistryError(.transport, "token request to \(redact(url)) failed", cause: $0)
                 }
+                metrics.fault(RegistryFault(classifying: error))
+                return outcome
             }
         }
     }

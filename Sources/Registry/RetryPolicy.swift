@@ -14,7 +14,7 @@ import Foundation
 /// cut short), and those only for idempotent calls; every other status, a cancellation and a ``RegistryError`` (already
 /// a verdict: a protocol breach, or what an inner loop gave up with) are final.
 ///
-/// ``run(onRetry:_:)`` is the loop: the caller's operation makes one attempt and keeps its own state between
+/// ``run(onRetry:onExhausted:_:)`` is the loop: the caller's operation makes one attempt and keeps its own state between
 /// attempts (a blob stream its offset, a request its redirect), and the policy counts, waits and gives up. The
 /// random source and the sleep are parameters, so tests see the delays without waiting for them.
 public struct RetryPolicy: Sendable {
@@ -154,9 +154,11 @@ public struct RetryPolicy: Sendable {
     ///
     /// - Parameters:
     ///   - onRetry: Told of each retry before its wait: the attempt that failed, its failure and the delay.
+    ///   - onExhausted: Told of the failure of the last attempt when no retry is left, before it is thrown.
     ///   - operation: One attempt, given its number (1 for the first).
     public func run<Value>(
         onRetry: (_ attempt: Int, _ failure: any Error, _ delay: Duration) -> Void = { _, _, _ in },
+        onExhausted: (_ failure: any Error) -> Void = { _ in },
         _ operation: (_ attempt: Int) async throws -> Outcome<Value>
     ) async throws -> Value {
         var attempt = 1
@@ -166,7 +168,10 @@ public struct RetryPolicy: Sendable {
             case .success(let value):
                 return value
             case .retry(let failure, let retryAfter):
-                guard attempt <= maxRetries else { throw failure }
+                guard attempt <= maxRetries else {
+                    onExhausted(failure)
+                    throw failure
+                }
                 let wait = delay(forAttempt: attempt, retryAfter: retryAfter)
                 onRetry(attempt, failure, wait)
                 try await self.sleep(wait)

@@ -74,30 +74,15 @@ public final class LayerManager: Sendable {
         var nextID: UInt32 = 1
     }
     private let state = Mutex(State())
-    /// What the store has done, for `/metrics`.
-    public let metrics = StoreMetrics()
+    /// What the store has done, for `/metrics` (give the client ``StoreMetrics/registryMetrics`` of the same).
+    public let metrics: StoreMetrics
 
     /// Creates a manager.
-    public init(client: RegistryClient, options: LayerManagerOptions, logger: Logger) {
+    public init(client: RegistryClient, options: LayerManagerOptions, logger: Logger, metrics: StoreMetrics = StoreMetrics()) {
         self.client = client
         self.options = options
         self.logger = logger
-        metrics.live.withLock {
-            $0 = { [self] in
-                var v: [String: Int64] = [:]
-                let layers = state.withLock { Array($0.layers.values) }
-                v["stargz_store_layers_served"] = Int64(layers.count)
-                for l in layers { Self.count(l.lazy.fetchStatistics, into: &v) }
-                return v
-            }
-        }
-    }
-
-    static func count(_ s: LazyLayerStatistics, into v: inout [String: Int64]) {
-        v["stargz_fs_fetched_bytes_total", default: 0] += s.bytesFetched
-        v["stargz_fs_fetch_requests_total", default: 0] += Int64(s.requests)
-        v["stargz_fs_chunks_fetched_total", default: 0] += Int64(s.chunksFetched)
-        v["stargz_fs_verification_failures_total", default: 0] += Int64(s.verificationFailures)
+        self.metrics = metrics
     }
 
     static func key(_ ref: Reference, _ digest: Digest) -> String { "\(ref)/\(digest)" }
@@ -139,16 +124,17 @@ public final class LayerManager: Sendable {
                 if let l = s.layers[key] { return (l, false) }
                 s.layers[key] = layer
                 s.byID[layer.id] = layer
+                metrics.layersServed.set(s.layers.count)
                 return (layer, true)
             }
             if first {
-                metrics.add("stargz_store_layers_resolved_total")
+                metrics.layersResolved.increment()
                 kept.lazy.startBackgroundWork()
             }
             return kept
         } catch {
             if state.withLock({ $0.resolving.removeValue(forKey: key) != nil }) {
-                metrics.add("stargz_store_layers_refused_total")
+                metrics.layersRefused.increment()
             }
             throw error
         }
@@ -216,10 +202,13 @@ public final class LayerManager: Sendable {
         let opening = ContinuousClock.now
         if !ahead { resolveAhead(ref, image, after: index, byTOC: digest == toc && digest != d.digest) }
         let lazy: LazyLayer
-        do { lazy = try await LazyLayer.open(source, options: o, logger: logger) } catch {
+        let layerMetrics = metrics.beginLayer(d.digest)
+        do { lazy = try await LazyLayer.open(source, options: o, logger: logger, metrics: layerMetrics) } catch {
+            metrics.endLayer(d.digest)
             throw Self.storeError(error, "the TOC of layer \(d.digest) of \(ref)")
         }
         let opened = ContinuousClock.now
+        layerMetrics.record(layerMetrics.mount, since: start)
         let info = Self.info(d, diffID: diffIDs[index], toc: toc, asTOC: digest == toc && digest != d.digest)
         let id = state.withLock { s in
             defer { s.nextID += 1 }
@@ -263,7 +252,7 @@ public final class LayerManager: Sendable {
                     return true
                 }
                 if unclaimed, let layer = try? await started.value {
-                    await layer.lazy.close()
+                    await retire(layer)
                     logger.debug("dropped a layer resolved ahead that was never asked for", metadata: ["image.ref": "\(ref)", "layer.digest": "\(digest)"])
                 }
             }
@@ -308,15 +297,12 @@ public final class LayerManager: Sendable {
             state.withLock { s in
                 s.layers[key] = nil
                 s.byID[layer.id] = nil
+                metrics.layersServed.set(s.layers.count)
             }
             // Called on a FUSE reader thread, which must not wait: the layer's tasks are cancelled and awaited
             // in a task of their own.
-            Task { await layer.lazy.close() }
-            // Keep the released layer's fetch totals in the counters.
-            var v: [String: Int64] = [:]
-            Self.count(layer.lazy.fetchStatistics, into: &v)
-            for (k, n) in v { metrics.add(k, n) }
-            metrics.add("stargz_store_layers_released_total")
+            Task { await retire(layer) }
+            metrics.layersReleased.increment()
             logger.info("layer released", metadata: ["image.ref": "\(ref)", "layer.digest": "\(digest)"])
         }
         return true
@@ -324,7 +310,13 @@ public final class LayerManager: Sendable {
 
     /// Stops every layer's fetches and background work, and waits for them.
     public func close() async {
-        for l in state.withLock({ Array($0.layers.values) }) { await l.lazy.close() }
+        for l in state.withLock({ Array($0.layers.values) }) { await retire(l) }
+    }
+
+    /// Stops a layer's work and ends its series in the metrics.
+    private func retire(_ layer: StoreLayer) async {
+        await layer.lazy.close()
+        metrics.endLayer(layer.descriptor.digest)
     }
 }
 

@@ -1,41 +1,156 @@
 // SPDX-License-Identifier: Apache-2.0
+public import CoreMetrics
 import Foundation
+public import LazyLayer
 import NIOCore
 import NIOHTTP1
 import NIOPosix
+public import OCI
+public import Prometheus
+public import Registry
 import Synchronization
 
-/// Counters of the store, rendered in the Prometheus text format.
+/// The store's metrics, in one Prometheus registry served at `/metrics`: the store's own counters, the registry
+/// client's (``RegistryMetrics``) and the layers' (``LayerMetrics``: upstream's names, labelled by layer), all made
+/// through swift-metrics with ``factory``. Nothing is bootstrapped globally, so several stores (tests) keep theirs
+/// apart.
 public final class StoreMetrics: Sendable {
-    private let counters = Mutex<[String: Int64]>([:])
-    /// Values computed at scrape time (gauges and totals summed over live layers).
-    let live = Mutex<(@Sendable () -> [String: Int64])?>(nil)
+    /// Where the series live.
+    public let registry = PrometheusCollectorRegistry()
+    /// Makes swift-metrics' metrics in ``registry``, with their help text and histogram buckets.
+    public let factory: any MetricsFactory
+    let layersResolved, layersRefused, layersReleased: CoreMetrics.Counter
+    let layersServed: CoreMetrics.Meter
+    /// Per layer digest: its metrics and the layers using them (a layer shared by two images is one series).
+    private let layers = Mutex<[String: (metrics: LayerMetrics, users: Int)]>([:])
 
-    init() {}
+    /// Creates the store's registry.
+    public init() {
+        let factory = PrometheusExporter(registry: registry)
+        self.factory = factory
+        layersResolved = CoreMetrics.Counter(label: "stargz_store_layers_resolved_total", factory: factory)
+        layersRefused = CoreMetrics.Counter(label: "stargz_store_layers_refused_total", factory: factory)
+        layersReleased = CoreMetrics.Counter(label: "stargz_store_layers_released_total", factory: factory)
+        layersServed = CoreMetrics.Meter(label: "stargz_store_layers_served", factory: factory)
+        layersServed.set(0)
+    }
 
-    /// Adds to a counter.
-    public func add(_ name: String, _ n: Int64 = 1) { counters.withLock { $0[name, default: 0] += n } }
+    /// The registry client's metrics, in this registry.
+    public var registryMetrics: RegistryMetrics { RegistryMetrics(factory: factory) }
 
-    static let help: [String: (String, String)] = [
-        "stargz_store_layers_resolved_total": ("counter", "Layers resolved and served lazily."),
-        "stargz_store_layers_refused_total": ("counter", "Layers the store did not serve (not eStargz, not verifiable, not found)."),
-        "stargz_store_layers_released_total": ("counter", "Layers released after their last reference went away."),
-        "stargz_store_layers_served": ("gauge", "Layers served now."),
-        "stargz_fs_fetched_bytes_total": ("counter", "Compressed bytes fetched from registries for chunks."),
-        "stargz_fs_fetch_requests_total": ("counter", "Range requests made for chunks."),
-        "stargz_fs_chunks_fetched_total": ("counter", "Chunks fetched and verified."),
-        "stargz_fs_verification_failures_total": ("counter", "Chunks whose bytes did not match their digest."),
+    /// The metrics of the layer `digest`, for one more layer (``endLayer(_:)`` when it goes).
+    public func beginLayer(_ digest: Digest) -> LayerMetrics {
+        layers.withLock { l in
+            let key = digest.description
+            let m = l[key]?.metrics ?? LayerMetrics(layer: key, factory: factory)
+            l[key] = (m, (l[key]?.users ?? 0) + 1)
+            return m
+        }
+    }
+
+    /// One layer of `digest` less; its series end with the last.
+    public func endLayer(_ digest: Digest) {
+        let ended: LayerMetrics? = layers.withLock { l in
+            let key = digest.description
+            guard let e = l[key] else { return nil }
+            if e.users > 1 {
+                l[key] = (e.metrics, e.users - 1)
+                return nil
+            }
+            l[key] = nil
+            return e.metrics
+        }
+        ended?.destroy()
+    }
+
+    /// The exposition text (Prometheus' text format 0.0.4).
+    public func render() -> String { registry.emitToString() }
+}
+
+/// swift-metrics' factory over a ``PrometheusCollectorRegistry``, as swift-prometheus' own, plus what the store
+/// needs of it: each series' help text, and the buckets of upstream's histograms (values in their unit, as
+/// upstream's: `le="1"` is one millisecond or microsecond).
+struct PrometheusExporter: MetricsFactory {
+    let registry: PrometheusCollectorRegistry
+
+    static let help: [String: String] = [
+        "stargz_store_layers_resolved_total": "Layers resolved and served lazily.",
+        "stargz_store_layers_refused_total": "Layers the store did not serve (not eStargz, not verifiable, not found).",
+        "stargz_store_layers_released_total": "Layers released after their last reference went away.",
+        "stargz_store_layers_served": "Layers served now.",
+        "stargz_fs_fetched_bytes_total": "Compressed bytes fetched from registries for chunks.",
+        "stargz_fs_fetch_requests_total": "Range requests made for chunks.",
+        "stargz_fs_chunks_fetched_total": "Chunks fetched and verified.",
+        "stargz_fs_verification_failures_total": "Chunks whose bytes did not match their digest (each is fetched once more, then EIO).",
+        "stargz_fs_chunk_lookups_total": "Chunks reads needed, by where they were found: memory, disk, or fetch (not cached).",
+        LayerMetrics.Name.milliseconds: "Latency in milliseconds of stargz snapshotter operations. Broken down by operation type and layer sha.",
+        LayerMetrics.Name.microseconds: "Latency in microseconds of stargz snapshotter operations. Broken down by operation type and layer sha.",
+        LayerMetrics.Name.count: "The count of stargz snapshotter operations. Broken down by operation type and layer sha.",
+        LayerMetrics.Name.bytes: "The number of bytes served per stargz snapshotter operations. Broken down by operation type and layer sha.",
+        "stargz_registry_requests_total": "HTTP requests sent to registries and blob storage (every attempt).",
+        "stargz_registry_faults_total": "Failed attempts worth a retry, by kind (status_5xx, status_429, timeout, connection, bad_reply, expired_url).",
+        "stargz_registry_retries_total": "Attempts made again after a fault.",
+        "stargz_registry_failures_total": "Registry calls that failed after their last retry.",
     ]
 
-    /// The exposition text.
-    public func render() -> String {
-        var values = counters.withLock { $0 }
-        if let f = live.withLock({ $0 }) { for (k, v) in f() { values[k, default: 0] += v } }
-        var out = ""
-        for (name, (type, text)) in Self.help.sorted(by: { $0.key < $1.key }) {
-            out += "# HELP \(name) \(text)\n# TYPE \(name) \(type)\n\(name) \(values[name] ?? 0)\n"
+    /// Upstream's buckets: powers of two from 1 to 16384 milliseconds, and from 1 to 1024 microseconds.
+    static let buckets: [String: [Double]] = [
+        LayerMetrics.Name.milliseconds: (0...14).map { Double(1 << $0) },
+        LayerMetrics.Name.microseconds: (0...10).map { Double(1 << $0) },
+    ]
+    static let defaultBuckets: [Double] = [1, 10, 100, 1000, 10000]
+
+    /// The series' name as given (no namespace or unit added) with its help text.
+    static func descriptor(_ label: String) -> MetricNameDescriptor {
+        MetricNameDescriptor(metricName: label, unitName: "", helpText: help[label] ?? "")
+    }
+
+    func makeCounter(label: String, dimensions: [(String, String)]) -> any CounterHandler {
+        registry.makeCounter(descriptor: Self.descriptor(label), labels: dimensions)
+    }
+
+    func makeFloatingPointCounter(label: String, dimensions: [(String, String)]) -> any FloatingPointCounterHandler {
+        registry.makeCounter(descriptor: Self.descriptor(label), labels: dimensions)
+    }
+
+    func makeRecorder(label: String, dimensions: [(String, String)], aggregate: Bool) -> any RecorderHandler {
+        guard aggregate else { return registry.makeGauge(descriptor: Self.descriptor(label), labels: dimensions) }
+        return registry.makeValueHistogram(
+            descriptor: Self.descriptor(label), labels: dimensions, buckets: Self.buckets[label] ?? Self.defaultBuckets)
+    }
+
+    func makeMeter(label: String, dimensions: [(String, String)]) -> any MeterHandler {
+        registry.makeGauge(descriptor: Self.descriptor(label), labels: dimensions)
+    }
+
+    func makeTimer(label: String, dimensions: [(String, String)]) -> any TimerHandler {
+        registry.makeDurationHistogram(
+            descriptor: Self.descriptor(label), labels: dimensions,
+            buckets: (Self.buckets[label] ?? Self.defaultBuckets).map { .milliseconds($0) })
+    }
+
+    func destroyCounter(_ handler: any CounterHandler) {
+        if let c = handler as? Prometheus.Counter { registry.unregisterCounter(c) }
+    }
+
+    func destroyFloatingPointCounter(_ handler: any FloatingPointCounterHandler) {
+        if let c = handler as? Prometheus.Counter { registry.unregisterCounter(c) }
+    }
+
+    func destroyRecorder(_ handler: any RecorderHandler) {
+        switch handler {
+        case let g as Prometheus.Gauge: registry.unregisterGauge(g)
+        case let h as ValueHistogram: registry.unregisterValueHistogram(h)
+        default: break
         }
-        return out
+    }
+
+    func destroyMeter(_ handler: any MeterHandler) {
+        if let g = handler as? Prometheus.Gauge { registry.unregisterGauge(g) }
+    }
+
+    func destroyTimer(_ handler: any TimerHandler) {
+        if let h = handler as? DurationHistogram { registry.unregisterDurationHistogram(h) }
     }
 }
 

@@ -29,14 +29,14 @@ public final class MountedLayer: Sendable {
     public static func mount(
         client: RegistryClient, reference: Reference, descriptor: Descriptor, at directory: String,
         options: LazyLayerOptions = LazyLayerOptions(), fuse: FUSESession.Options = FUSESession.Options(),
-        logger: Logger = Logger(label: "stargz.store")
+        logger: Logger = Logger(label: "stargz.store"), metrics: LayerMetrics = .none
     ) async throws -> MountedLayer {
         var o = options
         if o.expectedTOCDigest == nil, let t = descriptor.annotations?[AnnotationKey.tocDigest] {
             o.expectedTOCDigest = Digest(t)
         }
         let source = RegistryBlobSource(client: client, reference: reference, digest: descriptor.digest, size: descriptor.size)
-        let layer = try await LazyLayer.open(source, options: o, logger: logger)
+        let layer = try await LazyLayer.open(source, options: o, logger: logger, metrics: metrics)
         let session = try await runBlocking { try FUSESession.mount(layer, at: directory, options: fuse, logger: logger) }
         layer.startBackgroundWork()
         return MountedLayer(layer: layer, session: session, descriptor: descriptor)

@@ -117,9 +117,12 @@ public struct StoreDaemon: Service, Sendable {
     ) async throws(StoreError) {
         var hosts: [String: HostConfiguration] = [:]
         do { hosts = try RegistriesConf.load(registriesConf) } catch { logger.warning("registries.conf is ignored: \(error)") }
-        let client = RegistryClient(configuration: registryConfiguration(hosts: hosts), credentials: credentials, logger: logger)
+        let metrics = StoreMetrics()
+        let client = RegistryClient(
+            configuration: registryConfiguration(hosts: hosts), credentials: credentials, logger: logger,
+            metrics: metrics.registryMetrics)
         do {
-            try await serve(client, ready: ready, until: stop)
+            try await serve(client, metrics, ready: ready, until: stop)
         } catch {
             try? await client.shutdown()
             throw error
@@ -128,7 +131,10 @@ public struct StoreDaemon: Service, Sendable {
         logger.info("Exiting")
     }
 
-    private func serve(_ client: RegistryClient, ready: @Sendable () -> Void, until stop: @Sendable () async -> Void) async throws(StoreError) {
+    private func serve(
+        _ client: RegistryClient, _ storeMetrics: StoreMetrics, ready: @Sendable () -> Void,
+        until stop: @Sendable () async -> Void
+    ) async throws(StoreError) {
         let mountPoint = paths.mountPoint
         let disk: DiskChunkCache
         do {
@@ -144,7 +150,7 @@ public struct StoreDaemon: Service, Sendable {
             client: client,
             options: LayerManagerOptions(
                 layer: layerOptions(diskCache: disk), manifestTTL: .seconds(configuration.resolveResultEntryTTLSeconds)),
-            logger: logger)
+            logger: logger, metrics: storeMetrics)
         let fs = StoreFileSystem(manager: manager, logger: logger)
         var metrics: MetricsServer? = nil
         if let address = configuration.metricsAddress {

@@ -36,7 +36,8 @@ private struct Figures: CustomStringConvertible, Sendable {
     var latencies: [Double] = []
     var slowest = 0.0, deadline = 0.0, hangBound = 0.0
     var storeRequests = 0, proxy: [String: Int] = [:]
-
+    /// `/metrics` scraped halfway through the reads, and after them.
+    var halfway = Exposition(""), metrics = Exposition("")
 
     var description: String {
         let kinds = proxy.filter { $0.key.hasPrefix("fault.") }.sorted { $0.key < $1.key }.map { "\($0.key.dropFirst(6))=\($0.value)" }
@@ -45,8 +46,64 @@ private struct Figures: CustomStringConvertible, Sendable {
             faulted \(proxy["faults"] ?? 0) (\(kinds.joined(separator: " "))); wrong bytes in \(wrong) reads; \
             failed \(failed); slowest \(String(format: "%.2f", slowest)) s against a deadline of \(String(format: "%.1f", deadline)) s \
             (a hang: past \(String(format: "%.0f", hangBound)) s); \
-            p50 \(String(format: "%.1f", percentile(latencies, 0.5) * 1000)) ms, p99 \(String(format: "%.1f", percentile(latencies, 0.99) * 1000)) ms
+            p50 \(String(format: "%.1f", percentile(latencies, 0.5) * 1000)) ms, p99 \(String(format: "%.1f", percentile(latencies, 0.99) * 1000)) ms; \
+            /metrics: requests \(metrics["stargz_registry_requests_total"]), faults \(RegistryFault.allCases.map { "\($0.rawValue)=\(metrics.fault($0))" }.joined(separator: " ")), \
+            retries \(metrics["stargz_registry_retries_total"]), calls given up \(metrics["stargz_registry_failures_total"]), \
+            proxy signed-URL requests \(proxy["signed"] ?? 0) (expired \(proxy["signed.expired"] ?? 0))
             """
+    }
+
+    /// What the store's metrics must say of the faults the proxy injected: every 5xx, 429 and expired URL counted
+    /// as such, every reset, cut body and stall seen (a short Content-Length may pass unseen: in a multipart reply
+    /// it cuts only the closing line), every request the proxy saw sent, no more than that plus those that failed
+    /// before reaching it, and no fault left without a retry or a call given up.
+    func checkMetrics() {
+        let m = metrics
+        func p(_ k: String) -> Int { proxy[k] ?? 0 }
+        #expect(m.fault(.serverError) == p("fault.500") + p("fault.503"), "\(self)")
+        #expect(m.fault(.rateLimited) == p("fault.429"), "\(self)")
+        #expect(m.fault(.expiredURL) == p("signed.expired"), "\(self)")
+        let body = m.fault(.timeout) + m.fault(.connection) + m.fault(.badReply)
+        let injected = p("fault.reset") + p("fault.truncate") + p("fault.stall")
+        // Attempts that failed with no fault injected: a timeout of a slow but healthy reply on a loaded machine.
+        let unprovoked = body - injected - p("fault.length")
+        #expect(body >= injected, "\(self)")
+        #expect(unprovoked <= max(3, p("requests") / 100), "\(self)")
+        let seen = p("requests") + p("signed")
+        let sent = m["stargz_registry_requests_total"]
+        #expect(sent >= seen && sent <= seen + m.fault(.timeout) + m.fault(.connection), "\(self)")
+        let faults = RegistryFault.allCases.reduce(0) { $0 + m.fault($1) }
+        let retried = m["stargz_registry_retries_total"] + m["stargz_registry_failures_total"]
+        #expect(retried <= faults && retried >= faults - m.fault(.expiredURL), "\(self)")
+        // Halfway, the counters were on their way.
+        #expect(halfway["stargz_registry_requests_total"] > 0 && halfway["stargz_registry_requests_total"] <= sent, "\(self)")
+        #expect(m.operation("on_demand_read_access_count") >= reads, "every read reached the layer: \(self)")
+        #expect(m.operation("on_demand_remote_registry_fetch_count") == storeRequests, "\(self)")
+    }
+}
+
+/// A Prometheus exposition, read back: the value of each series.
+struct Exposition: Sendable {
+    let values: [String: Double]
+
+    init(_ text: String) {
+        var v: [String: Double] = [:]
+        for line in text.split(separator: "\n") where !line.hasPrefix("#") {
+            guard let space = line.lastIndex(of: " "), let x = Double(line[line.index(after: space)...]) else { continue }
+            v[String(line[..<space])] = x
+        }
+        values = v
+    }
+
+    /// A series' value as a whole number (0 when absent).
+    subscript(_ series: String) -> Int { Int(values[series] ?? 0) }
+
+    func fault(_ kind: RegistryFault) -> Int { self["stargz_registry_faults_total{kind=\"\(kind.rawValue)\"}"] }
+
+    /// Upstream's operation count for `operation`, summed over layers.
+    func operation(_ operation: String) -> Int {
+        Int(values.filter { $0.key.hasPrefix("stargz_fs_operation_count{") && $0.key.contains("operation_type=\"\(operation)\"") }
+            .values.reduce(0, +))
     }
 }
 
@@ -78,10 +135,15 @@ private func faultRun(rate: Double, reads: Int, seed: UInt64, workers: Int = 8) 
         upstream: registry.host,
         ["--random-faults", "\(rate)", "--seed", "\(seed)", "--stall-seconds", "\(stall)"])
     defer { proxy.stop() }
+    // The store's metrics, served as the daemon serves them.
+    let storeMetrics = StoreMetrics()
+    let server = try await MetricsServer.start(address: "127.0.0.1:0", metrics: storeMetrics)
+    let metricsAddress = "127.0.0.1:\(server.port)"
     let client = RegistryClient(
         configuration: RegistryConfiguration(
             hosts: [proxy.host: HostConfiguration(insecure: true)], fetchTimeout: .milliseconds(Int64(timeout * 1000)),
-            maxRetries: retries, retryBaseDelay: .milliseconds(20)))
+            maxRetries: retries, retryBaseDelay: .milliseconds(20)),
+        metrics: storeMetrics.registryMetrics)
     let proxied = try Reference("\(proxy.host)/faults/app:1")
     // The deadline of one range request: every attempt timing out, and the longest wait between attempts (a
     // 429's Retry-After: 1 s, more than the backoff of 20 ms doubling to 320 ms). A pread is answered by at most
@@ -100,7 +162,7 @@ private func faultRun(rate: Double, reads: Int, seed: UInt64, workers: Int = 8) 
             client: client, reference: proxied, descriptor: layer, at: mp,
             options: LazyLayerOptions(
                 memoryCacheBytes: 512 << 10, prefetch: false, backgroundFetch: false, readAround: 0),
-            logger: Logger(label: "faults"))
+            logger: Logger(label: "faults"), metrics: storeMetrics.beginLayer(layer.digest))
         defer { forceUnmount(mp) }
         let connection = fuseConnection(mp)
         let progress = Progress()
@@ -132,6 +194,11 @@ private func faultRun(rate: Double, reads: Int, seed: UInt64, workers: Int = 8) 
                             let got = preadFile(mp + "/" + name, offset: offset, length: length, dropCache: true)
                             let t = now() - t0
                             progress.started.withLock { $0[w] = nil }
+                            if progress.completed.add(1, ordering: .relaxed).newValue == share * workers / 2 {
+                                // Halfway: scraped while the other readers go on.
+                                let text = (try? httpGet(metricsAddress, "/metrics")) ?? ""
+                                progress.halfway.withLock { $0 = Exposition(text) }
+                            }
                             mine.reads += 1
                             mine.latencies.append(t)
                             mine.slowest = max(mine.slowest, t)
@@ -164,8 +231,11 @@ private func faultRun(rate: Double, reads: Int, seed: UInt64, workers: Int = 8) 
         figures.hangBound = hangBound
         figures.storeRequests = mounted.layer.fetchStatistics.requests
         figures.proxy = (try? proxy.stats()) ?? [:]
+        figures.metrics = Exposition((try? httpGet(metricsAddress, "/metrics")) ?? "")
+        figures.halfway = progress.halfway.withLock { $0 }
         await mounted.unmount()
     }
+    await server.close()
     try await client.shutdown()
     return figures
 }
@@ -176,6 +246,8 @@ private final class Progress: Sendable {
     /// Worker → the start of its read in flight.
     let started = Mutex([Int: Double]())
     let done = Atomic<Int>(0)
+    let completed = Atomic<Int>(0)
+    let halfway = Mutex(Exposition(""))
 }
 
 /// The FUSE connection number of the mount at `path` (the minor of its device).
@@ -208,6 +280,8 @@ struct MeasuredTests {
         for kind in ["reset", "500", "503", "429", "truncate", "length", "stall", "redirect"] {
             #expect((f.proxy["fault." + kind] ?? 0) > 0, "no \(kind) fault was injected: \(f)")
         }
+        f.checkMetrics()
+        #expect(f.metrics["stargz_registry_failures_total"] == 0, "no call gave up: \(f)")
     }
 
     @Test("50 % faulted: reads may fail (EIO, once the retries are spent), none is wrong, none past its deadline")
@@ -217,5 +291,8 @@ struct MeasuredTests {
         #expect(f.wrong == 0, "\(f)")
         #expect(f.overDeadline == 0, "\(f)")
         #expect(f.failed < f.reads / 4, "most reads still succeed: \(f)")
+        f.checkMetrics()
+        // A read fails only once its retries are spent: no failed read without a call given up.
+        #expect(f.failed == 0 || f.metrics["stargz_registry_failures_total"] > 0, "\(f)")
     }
 }

@@ -119,15 +119,17 @@ struct RefusalTests {
         let other = try #require(Digest("sha256:" + String(repeating: "ab", count: 32)))
         #expect(await reason(ref, other) == .notFound)
         #expect(await reason(try Reference("\(registry.host)/nothing/here:1"), other) == .notFound)
+        let nowhereClient = RegistryClient(
+            configuration: RegistryConfiguration(hosts: ["127.0.0.1:1": HostConfiguration(insecure: true)], maxRetries: 0))
         let nowhere = LayerManager(
-            client: RegistryClient(configuration: RegistryConfiguration(hosts: ["127.0.0.1:1": HostConfiguration(insecure: true)], maxRetries: 0)),
-            options: LayerManagerOptions(layer: try quietOptions()), logger: Logger(label: "test"))
+            client: nowhereClient, options: LayerManagerOptions(layer: try quietOptions()), logger: Logger(label: "test"))
         do {
             _ = try await nowhere.resolve(try Reference("127.0.0.1:1/x/y:1"), other)
             Issue.record("resolved from nowhere")
         } catch {
             #expect((error as? StoreError)?.code == .resolveFailed, "\(error)")
         }
+        try await nowhereClient.shutdown()
         #expect(manager.metrics.render().contains("stargz_store_layers_refused_total 3"))
         await manager.close()
         try await client.shutdown()

@@ -122,6 +122,13 @@ struct StoreTests {
             #expect(try metric("stargz_fs_fetched_bytes_total") > 0)
             #expect(try podman.runContainer(lazy.description) == "NAME=\"stargz-swift test\"\n")
             #expect(try podman.runContainer(lazy.description, ["/bin/cat", "/etc/motd"]) == "lazy layers\n")
+            // Upstream's per-layer series, for every layer served; the container's reads among them.
+            let served = Exposition(try httpGet(metrics, "/metrics"))
+            for l in layers {
+                #expect(served.values.keys.contains { $0.hasPrefix("stargz_fs_operation_duration_milliseconds_count{operation_type=\"mount\",layer=\"\(l.digest)\"") })
+            }
+            #expect(served.operation("on_demand_read_access_count") > 0)
+            #expect(served["stargz_registry_requests_total"] > 0 && served["stargz_registry_failures_total"] == 0)
 
             // A plain image: the store says "not here" and podman pulls it normally.
             try podman(["pull", "--tls-verify=false", plain.description])
@@ -133,6 +140,7 @@ struct StoreTests {
             #expect(log.contains("RELEASE"), "no release after rmi")
             let exposition = try httpGet(metrics, "/metrics")
             #expect(try metric("stargz_store_layers_released_total") == layers.count, "\(exposition)")
+            for l in layers { #expect(!exposition.contains("layer=\"\(l.digest)\""), "a released layer's series end") }
             #expect(try metric("stargz_store_layers_refused_total") >= 1)
 
             #expect(store.terminate() == 0)

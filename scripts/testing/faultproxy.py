@@ -18,7 +18,8 @@ GET /__heal turns every fault off. --rate B sends blob bodies at B bytes per sec
 FIN), length (a Content-Length one byte short, and that many bytes), stall (no answer for --stall-seconds, then
 close), redirect (a 307 to a signed URL of this proxy that expires 2 s later: 403 there from then on, so a client
 that keeps the redirect must notice and ask the registry again). The stats count each
-kind as "fault.KIND".
+kind as "fault.KIND", requests to the signed URLs as "signed" (not in "requests") and those refused as expired
+as "signed.expired".
 Prints "listening on PORT" when ready. GET /__stats answers {"requests": n, "faults": m, "redirects": r,
 "multirange": k, "METHOD": count, ...}.
 """
@@ -51,7 +52,8 @@ ap.add_argument("--stall-seconds", type=float, default=3.0)
 args = ap.parse_args()
 
 lock = threading.Lock()
-stats = {"requests": 0, "faults": 0, "multirange": 0, "redirects": 0, "bytes": 0, "held": 0}
+stats = {"requests": 0, "faults": 0, "multirange": 0, "redirects": 0, "bytes": 0, "held": 0, "signed": 0,
+         "signed.expired": 0}
 released = threading.Event()
 rng = random.Random(args.seed)
 kinds = [k for k in args.fault_kinds.split(",") if k]
@@ -120,7 +122,11 @@ class Handler(http.server.BaseHTTPRequestHandler):
             # A signed storage URL: good until its Expires, then refused as storage services do.
             path, _, query = self.path[len("/__signed"):].partition("?")
             expires = int(dict(p.partition("=")[::2] for p in query.split("&")).get("Expires", "0"))
+            with lock:
+                stats["signed"] += 1
             if time.time() >= expires:
+                with lock:
+                    stats["signed.expired"] += 1
                 return self.reply(403, b"<Error><Code>AccessDenied</Code><Message>Request has expired</Message></Error>")
             self.path = path
             return self.forward(None, False, False)
