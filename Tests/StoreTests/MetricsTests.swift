@@ -89,4 +89,59 @@ struct MetricsTests {
         #expect(m["stargz_registry_failures_total"] == 0)
         #expect(m["stargz_registry_requests_total"] == (try proxy.stats()["requests"] ?? -1))
     }
+
+    /// A client of `proxy` whose metrics go to a store registry of its own.
+    private func client(_ proxy: FaultProxy, retries: Int = 3) -> (RegistryClient, StoreMetrics) {
+        let metrics = StoreMetrics()
+        let client = RegistryClient(
+            configuration: RegistryConfiguration(
+                hosts: [proxy.host: HostConfiguration(insecure: true)], maxRetries: retries, retryBaseDelay: .milliseconds(1)),
+            metrics: metrics.registryMetrics)
+        return (client, metrics)
+    }
+
+    @Test("a multi-range reply cut mid-body is asked for again: the bytes are right, one connection fault, one retry")
+    func multiRangeCut() async throws {
+        let registry = try LocalRegistry.start()
+        defer { registry.stop() }
+        let direct = registryClient(registry.host)
+        let ref = try Reference("\(registry.host)/metrics/app:1")
+        let blob = try fixture("kitchen-sink.esgz")
+        let layer = try #require(try await TestImage.pushEStargz(direct, ref, blobs: [blob]).first)
+        try await direct.shutdown()
+        let proxy = try FaultProxy(upstream: registry.host, ["--cut-after", "300", "--cut-times", "1", "--match", "/blobs/"])
+        defer { proxy.stop() }
+        let (client, metrics) = client(proxy)
+        let ranges: [Range<Int64>] = [0..<200, 1000..<3000, 5000..<5100]
+        let got = try await client.readRanges(try Reference("\(proxy.host)/metrics/app:1"), layer.digest, ranges)
+        try await client.shutdown()
+        #expect(got == ranges.map { Array(blob[Int($0.lowerBound)..<Int($0.upperBound)]) })
+        let m = Exposition(metrics.render())
+        #expect(try proxy.stats()["multirange"] == 2, "asked again as several ranges")
+        #expect(m.fault(.connection) + m.fault(.badReply) == 1 && m["stargz_registry_retries_total"] == 1)
+    }
+
+    @Test("a storage URL expired when followed sends the client back to the registry, within its retries; then a 403, counted as given up")
+    func expiredOnArrival() async throws {
+        let registry = try LocalRegistry.start()
+        defer { registry.stop() }
+        let direct = registryClient(registry.host)
+        let ref = try Reference("\(registry.host)/metrics/app:1")
+        let layer = try #require(try await TestImage.pushEStargz(direct, ref, blobs: [try fixture("kitchen-sink.esgz")]).first)
+        try await direct.shutdown()
+        let proxy = try FaultProxy(upstream: registry.host, ["--redirect-blobs", "--signed-redirect", "-10"])
+        defer { proxy.stop() }
+        let (client, metrics) = client(proxy, retries: 2)
+        do {
+            _ = try await client.readRange(try Reference("\(proxy.host)/metrics/app:1"), layer.digest, offset: 0, length: 100)
+            Issue.record("read through an expired URL")
+        } catch let e as RegistryError {
+            #expect(e.status == 403, "\(e)")
+        }
+        try await client.shutdown()
+        let m = Exposition(metrics.render())
+        let stats = try proxy.stats()
+        #expect(stats["redirects"] == 3 && stats["signed.expired"] == 3, "one redirect per attempt: \(stats)")
+        #expect(m.fault(.expiredURL) == 3 && m["stargz_registry_retries_total"] == 2 && m["stargz_registry_failures_total"] == 1)
+    }
 }

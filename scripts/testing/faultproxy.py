@@ -8,6 +8,8 @@ usage: faultproxy.py UPSTREAM_HOST:PORT [--match S] [--fail-status CODE --fail-t
 --fail-status 401 forwards the request without its Authorization header, so the client gets the registry's
 own challenge (as it would for an expired token). --fail-skip lets N matching requests through first.
 --redirect-expires adds an Expires=<unix time> query parameter (as signed storage URLs carry) to redirects.
+--signed-redirect S (with --redirect-blobs) redirects to this proxy's signed URL instead, good for S seconds (0 or
+less: expired when the client follows it, answered 403).
 --corrupt-times N flips one byte in the middle of the next N partial (206) blob bodies that match, after
 --corrupt-skip M have passed untouched.
 --hold-range PREFIX holds blob requests whose Range header starts with PREFIX until GET /__release.
@@ -41,6 +43,7 @@ ap.add_argument("--cut-times", type=int, default=0)
 ap.add_argument("--ignore-range", action="store_true")
 ap.add_argument("--refuse-multirange", action="store_true")
 ap.add_argument("--redirect-blobs", action="store_true")
+ap.add_argument("--signed-redirect", type=int, default=None)
 ap.add_argument("--corrupt-times", type=int, default=0)
 ap.add_argument("--corrupt-skip", type=int, default=0)
 ap.add_argument("--rate", type=int, default=0, help="bytes per second for blob bodies (0: unthrottled)")
@@ -163,6 +166,8 @@ class Handler(http.server.BaseHTTPRequestHandler):
             target = "http://%s%s?signature=secret" % (args.upstream, self.path)
             if args.redirect_expires is not None:
                 target += "&Expires=%d" % (int(time.time()) + args.redirect_expires)
+            if args.signed_redirect is not None:
+                target = "http://127.0.0.1:%d/__signed%s?Expires=%d" % (port, self.path, int(time.time()) + args.signed_redirect)
             return self.reply(307, b"", [("Location", target)])
         return self.forward(body, strip_auth, matched)
 
