@@ -15,12 +15,16 @@ public struct Credential: Sendable, Equatable {
     }
 }
 
-/// Finds credentials where Podman and Docker keep them.
+/// Finds credentials where Podman, Docker, CRI-O and the kubelet keep them.
 ///
 /// Order: `$REGISTRY_AUTH_FILE`, `$XDG_RUNTIME_DIR/containers/auth.json`, `/run/containers/<uid>/auth.json`,
-/// `$HOME/.config/containers/auth.json`, `$DOCKER_CONFIG/config.json` or `$HOME/.docker/config.json`.
-/// Each file's `auths` (base64 `user:password`) and `credHelpers`/`credsStore` (a `docker-credential-<name>`
-/// helper run with the host on standard input) are used. The first file with an entry for a host wins.
+/// `$HOME/.config/containers/auth.json`, `$DOCKER_CONFIG/config.json` or `$HOME/.docker/config.json`, then the node's
+/// pull secret: the file CRI-O's `global_auth_file` names (crio.conf and its drop-ins) and
+/// `/var/lib/kubelet/config.json` (where OpenShift keeps the cluster pull secret). Each file's `auths` (base64
+/// `user:password`, or an identity token) and `credHelpers`/`credsStore` (a `docker-credential-<name>` helper run with
+/// the host on standard input) are used. The first file with an entry for the image wins; within a file, an entry
+/// scoped to a repository path (`host/ns/repo`, `host/ns`) wins over the host's, most specific first, as
+/// containers/image matches them.
 public struct CredentialStore: Sendable {
     /// The files searched, in order.
     public var files: [String]
@@ -44,41 +48,118 @@ public struct CredentialStore: Sendable {
         out.append("\(home)/.config/containers/auth.json")
         if let d = env["DOCKER_CONFIG"], !d.isEmpty { out.append("\(d)/config.json") }
         out.append("\(home)/.docker/config.json")
+        for f in pullSecretFiles() where !out.contains(f) { out.append(f) }
         return out
     }
 
-    /// The credential for `host` (`registry:port`), or nil for anonymous access.
-    public func credential(for host: String) throws -> Credential? {
-        if let c = explicit[host] { return c }
+    /// The kubelet's credentials file, where OpenShift keeps the cluster pull secret.
+    public static let kubeletConfig = "/var/lib/kubelet/config.json"
+
+    /// The node's pull secret files: CRI-O's `global_auth_file` (from `crio`, the main file and then its drop-ins in
+    /// name order, the last that sets it winning), then ``kubeletConfig``.
+    public static func pullSecretFiles(crio: [String] = crioConfigFiles()) -> [String] {
+        var global: String? = nil
+        for f in crio {
+            guard let text = try? String(contentsOfFile: f, encoding: .utf8), let v = globalAuthFile(inCrioConf: text) else { continue }
+            global = v
+        }
+        return (global.map { [$0] } ?? []) + (global == kubeletConfig ? [] : [kubeletConfig])
+    }
+
+    /// `/etc/crio/crio.conf` and `/etc/crio/crio.conf.d/*` (CRI-O reads drop-ins in name order).
+    public static func crioConfigFiles(directory: String = "/etc/crio") -> [String] {
+        let dropIns = ((try? FileManager.default.contentsOfDirectory(atPath: directory + "/crio.conf.d")) ?? [])
+            .filter { !$0.hasPrefix(".") }.sorted().map { directory + "/crio.conf.d/" + $0 }
+        return [directory + "/crio.conf"] + dropIns
+    }
+
+    /// The `global_auth_file` of a crio.conf's `[crio.image]` table, if it sets one (a plain scan of the TOML lines:
+    /// the key is a basic or literal string in that table).
+    static func globalAuthFile(inCrioConf text: String) -> String? {
+        var table = ""
+        var found: String? = nil
+        for raw in text.split(separator: "\n", omittingEmptySubsequences: false) {
+            let line = raw.trimmingCharacters(in: .whitespaces)
+            if line.hasPrefix("[") {
+                table = line.trimmingCharacters(in: CharacterSet(charactersIn: "[] \t"))
+                continue
+            }
+            guard table == "crio.image", line.hasPrefix("global_auth_file") else { continue }
+            let rest = line.dropFirst("global_auth_file".count).trimmingCharacters(in: .whitespaces)
+            guard rest.hasPrefix("=") else { continue }
+            let value = rest.dropFirst().trimmingCharacters(in: .whitespaces)
+            guard let q = value.first, q == "\"" || q == "'", let end = value.dropFirst().firstIndex(of: q) else { continue }
+            let v = String(value[value.index(after: value.startIndex)..<end])
+            found = v.isEmpty ? nil : v
+        }
+        return found
+    }
+
+    /// The credential for an image in `repository` on `host` (`registry:port`), or nil for anonymous access. Without
+    /// a repository, only the host's entries count.
+    public func credential(for host: String, repository: String? = nil) throws -> Credential? {
+        let scopes = Self.scopes(host, repository)
+        for s in scopes { if let c = explicit[s] { return c } }
         for f in files {
             guard let data = FileManager.default.contents(atPath: f) else { continue }
-            if let c = try Self.lookup(host, in: data, file: f) { return c }
+            if let c = try Self.lookup(scopes, in: data, file: f) { return c }
         }
         return nil
     }
 
-    static func keys(for host: String) -> [String] {
-        var keys = [host, "https://\(host)", "http://\(host)"]
-        if host == "docker.io" || host == "registry-1.docker.io" || host == "index.docker.io" {
-            keys += ["https://index.docker.io/v1/", "index.docker.io", "docker.io", "registry-1.docker.io"]
+    /// What an entry may be keyed by for an image of `repository` on `host`, most specific first:
+    /// `host/a/b/c`, `host/a/b`, `host/a`, `host`.
+    static func scopes(_ host: String, _ repository: String?) -> [String] {
+        let h = canonicalHost(host)
+        var out: [String] = []
+        if let repository, !repository.isEmpty {
+            var parts = repository.split(separator: "/").map(String.init)
+            while !parts.isEmpty {
+                out.append(h + "/" + parts.joined(separator: "/"))
+                parts.removeLast()
+            }
         }
-        return keys
+        out.append(h)
+        return out
     }
 
-    static func lookup(_ host: String, in data: Data, file: String) throws -> Credential? {
+    /// Docker Hub's names are one.
+    static func canonicalHost(_ host: String) -> String {
+        host == "index.docker.io" || host == "registry-1.docker.io" ? "docker.io" : host
+    }
+
+    /// An `auths` key as a scope: no scheme, no trailing `/`, Docker's legacy `/v1`/`/v2` suffix dropped, Docker
+    /// Hub's names as `docker.io`.
+    static func normalizedKey(_ key: String) -> String {
+        var k = Substring(key)
+        for scheme in ["https://", "http://"] where k.hasPrefix(scheme) { k = k.dropFirst(scheme.count) }
+        while k.hasSuffix("/") { k = k.dropLast() }
+        for suffix in ["/v1", "/v2"] where k.hasSuffix(suffix) { k = k.dropLast(suffix.count) }
+        guard let slash = k.firstIndex(of: "/") else { return canonicalHost(String(k)) }
+        return canonicalHost(String(k[..<slash])) + String(k[slash...])
+    }
+
+    /// The entry for the most specific of `scopes` (``scopes(_:_:)``; the last is the host) in a credentials file.
+    static func lookup(_ scopes: [String], in data: Data, file: String) throws -> Credential? {
         guard let top = try? JSONSerialization.jsonObject(with: data) as? [String: Any] else {
             throw RegistryError(.invalidConfiguration, "credentials file \(file) is not a JSON object")
         }
+        let host = scopes.last ?? ""
         if let helpers = top["credHelpers"] as? [String: String] {
-            for k in keys(for: host) { if let h = helpers[k] { return try runHelper(h, host: host) } }
+            // Helpers are named per host (containers/image and Docker alike).
+            for (k, h) in helpers where normalizedKey(k) == host { return try runHelper(h, host: host) }
         }
         if let auths = top["auths"] as? [String: Any] {
+            var byScope: [String: (key: String, entry: Any)] = [:]
             for (k, v) in auths {
-                let normalized = k.replacingOccurrences(of: "https://", with: "").replacingOccurrences(of: "http://", with: "")
-                    .split(separator: "/").first.map(String.init) ?? k
-                guard keys(for: host).contains(k) || normalized == host
-                    || (host == "docker.io" && normalized == "index.docker.io")
-                else { continue }
+                let n = normalizedKey(k)
+                // Two spellings of one scope (`host`, `https://host`): the one that sorts first decides, so the
+                // result does not depend on the file's key order.
+                if let have = byScope[n], have.key <= k { continue }
+                byScope[n] = (k, v)
+            }
+            for scope in scopes {
+                guard let (k, v) = byScope[scope] else { continue }
                 guard let entry = v as? [String: Any] else { continue }
                 if let auth = entry["auth"] as? String, !auth.isEmpty {
                     guard let decoded = Data(base64Encoded: auth), let s = String(data: decoded, encoding: .utf8),

@@ -254,7 +254,7 @@ public final class RegistryClient: Sendable {
     /// `Authorization` value to retry with.
     private func authenticate(_ call: Call, challenge: String, status: Int) async throws -> String {
         let c = AuthChallenge(challenge)
-        let cred = try credentials.credential(for: call.host)
+        let cred = try credentials.credential(for: call.host, repository: call.repository)
         switch c.scheme {
         case "bearer":
             guard let realm = c.parameters["realm"] else {
@@ -269,7 +269,8 @@ public final class RegistryClient: Sendable {
                 throw RegistryError(.unauthorized, "\(call.host) asks for basic authentication and no credentials were found for it", status: status)
             }
             let raw = Data("\(cred.username):\(cred.password)".utf8).base64EncodedString()
-            await tokens.store(host: call.host, scope: nil, value: "Basic \(raw)", expiresIn: nil)
+            // Kept for the repository and actions only: credentials may be scoped to a repository.
+            await tokens.store(host: call.host, scope: scope(call), value: "Basic \(raw)", expiresIn: nil, basic: true)
             return "Basic \(raw)"
         default:
             throw RegistryError(.unauthorized, "\(call.host) answered 401 with an unsupported challenge \"\(challenge)\"", status: status)
@@ -374,22 +375,21 @@ actor TokenCache {
         var expires: ContinuousClock.Instant?
     }
     private var entries: [String: Entry] = [:]
-    private var basic: [String: String] = [:]
 
     func authorization(host: String, scope: String) -> String? {
-        if let e = entries["\(host) \(scope)"] {
-            if let exp = e.expires, exp < .now {
-                entries["\(host) \(scope)"] = nil
-            } else {
-                return e.value
-            }
+        guard let e = entries["\(host) \(scope)"] else { return nil }
+        if let exp = e.expires, exp < .now {
+            entries["\(host) \(scope)"] = nil
+            return nil
         }
-        return basic[host]
+        return e.value
     }
 
-    func store(host: String, scope: String?, value: String, expiresIn: Int?) {
-        guard let scope else {
-            basic[host] = value
+    /// Keeps an authorization for `scope` on `host`: a bearer token until shortly before it expires, basic
+    /// credentials (`basic`) until the registry refuses them.
+    func store(host: String, scope: String, value: String, expiresIn: Int?, basic: Bool = false) {
+        guard !basic else {
+            entries["\(host) \(scope)"] = Entry(value: value, expires: nil)
             return
         }
         // Refresh 5 s before the server's expiry (60 s when it names none, as the distribution spec says);

@@ -68,17 +68,10 @@ struct MetricsTests {
     func retriesCounted() async throws {
         let registry = try LocalRegistry.start()
         defer { registry.stop() }
-        let direct = registryClient(registry.host)
-        let ref = try Reference("\(registry.host)/metrics/app:1")
-        let layer = try #require(try await TestImage.pushEStargz(direct, ref, blobs: [try fixture("kitchen-sink.esgz")]).first)
-        try await direct.shutdown()
+        let (layer, _) = try await pushLayer(registry)
         let proxy = try FaultProxy(upstream: registry.host, ["--fail-status", "503", "--fail-times", "1", "--match", "/blobs/"])
         defer { proxy.stop() }
-        let metrics = StoreMetrics()
-        let client = RegistryClient(
-            configuration: RegistryConfiguration(
-                hosts: [proxy.host: HostConfiguration(insecure: true)], retryBaseDelay: .milliseconds(1)),
-            metrics: metrics.registryMetrics)
+        let (client, metrics) = client(proxy)
         let proxied = try Reference("\(proxy.host)/metrics/app:1")
         let bytes = try await client.readRange(proxied, layer.digest, offset: 0, length: 100)
         try await client.shutdown()
@@ -88,6 +81,15 @@ struct MetricsTests {
         #expect(m["stargz_registry_retries_total"] == 1)
         #expect(m["stargz_registry_failures_total"] == 0)
         #expect(m["stargz_registry_requests_total"] == (try proxy.stats()["requests"] ?? -1))
+    }
+
+    /// An eStargz layer pushed to `registry` as `metrics/app:1`, and its blob.
+    private func pushLayer(_ registry: LocalRegistry) async throws -> (Descriptor, [UInt8]) {
+        let direct = registryClient(registry.host)
+        let blob = try fixture("kitchen-sink.esgz")
+        let layers = try await TestImage.pushEStargz(direct, try Reference("\(registry.host)/metrics/app:1"), blobs: [blob])
+        try await direct.shutdown()
+        return (try #require(layers.first), blob)
     }
 
     /// A client of `proxy` whose metrics go to a store registry of its own.
@@ -104,11 +106,7 @@ struct MetricsTests {
     func multiRangeCut() async throws {
         let registry = try LocalRegistry.start()
         defer { registry.stop() }
-        let direct = registryClient(registry.host)
-        let ref = try Reference("\(registry.host)/metrics/app:1")
-        let blob = try fixture("kitchen-sink.esgz")
-        let layer = try #require(try await TestImage.pushEStargz(direct, ref, blobs: [blob]).first)
-        try await direct.shutdown()
+        let (layer, blob) = try await pushLayer(registry)
         let proxy = try FaultProxy(upstream: registry.host, ["--cut-after", "300", "--cut-times", "1", "--match", "/blobs/"])
         defer { proxy.stop() }
         let (client, metrics) = client(proxy)
@@ -125,10 +123,7 @@ struct MetricsTests {
     func expiredOnArrival() async throws {
         let registry = try LocalRegistry.start()
         defer { registry.stop() }
-        let direct = registryClient(registry.host)
-        let ref = try Reference("\(registry.host)/metrics/app:1")
-        let layer = try #require(try await TestImage.pushEStargz(direct, ref, blobs: [try fixture("kitchen-sink.esgz")]).first)
-        try await direct.shutdown()
+        let (layer, _) = try await pushLayer(registry)
         let proxy = try FaultProxy(upstream: registry.host, ["--redirect-blobs", "--signed-redirect", "-10"])
         defer { proxy.stop() }
         let (client, metrics) = client(proxy, retries: 2)
