@@ -119,7 +119,7 @@ let package = Package(
             name: "Convert",
             dependencies: ["EStargz", "OCI", "Registry", .product(name: "Logging", package: "swift-log")],
             swiftSettings: swiftSettings),
-        .target(name: "Deploy", dependencies: ["TOML"], swiftSettings: swiftSettings),
+        .target(name: "Deploy", dependencies: ["TOML", "CLinuxSys"], swiftSettings: swiftSettings),
         .target(
             name: "FuzzDriver",
             dependencies: ["EStargz", "LazyLayer", "FUSE", .product(name: "Logging", package: "swift-log")],
@@ -168,7 +168,7 @@ let package = Package(
         .testTarget(
             name: "ConvertTests", dependencies: ["Convert", "Registry", "OCI", "EStargz", "TestSupport"],
             swiftSettings: swiftSettings),
-        .testTarget(name: "ConfigTests", dependencies: ["TOML", "Registry", "Store"], swiftSettings: swiftSettings),
+        .testTarget(name: "ConfigTests", dependencies: ["TOML", "Registry", "Store", "OCI"], swiftSettings: swiftSettings),
         .testTarget(
             name: "EStargzTests", dependencies: ["EStargz", "OCI", "Compression", "TestSupport"],
             swiftSettings: swiftSettings),

@@ -1,4 +1,5 @@
 // SPDX-License-Identifier: Apache-2.0
+import CLinuxSys
 import Foundation
 import TOML
 import Synchronization
@@ -49,6 +50,8 @@ public struct DoctorEnvironment: Sendable {
     public var defaultCacheBytes: Int64
     /// Validates config.toml text, returning its problems (the CLI plugs in the store's own parser).
     public var validateConfig: (@Sendable (String) -> [String])?
+    /// The node's pull secret files, in the store's order (the CLI plugs in CRI-O's `global_auth_file`).
+    public var pullSecretFiles: [String] = ["/var/lib/kubelet/config.json"]
 
     /// An environment; by default the real root, the store's default paths and no systemd.
     public init(
@@ -78,9 +81,50 @@ public enum Doctor {
         let mount = self.mount(env)
         return [
             fuse(env), binary(env), config.check, unit(env), mount.check, mountRoot(env, mount),
-            mountOptions(env, mount), storageConf(env), registries(env),
+            mountOptions(env, mount), storageConf(env), registries(env), pullSecret(env), selinux(env, mount),
             disk(env, cacheBytes: config.cacheBytes ?? env.defaultCacheBytes), passthrough(env),
         ]
+    }
+
+    /// Whether the node's pull secret is there and readable, and for which registries (never its secrets).
+    static func pullSecret(_ env: DoctorEnvironment) -> DoctorCheck {
+        for f in env.pullSecretFiles {
+            let path = env.path(f)
+            guard FileManager.default.fileExists(atPath: path) else { continue }
+            guard let data = (try? FileOps.read(path)).flatMap({ $0 }) else {
+                return DoctorCheck("pull-secret", .failed, "\(path) is not readable", fix: "check the mode of \(path) (the store runs as root)")
+            }
+            guard let top = try? JSONSerialization.jsonObject(with: Data(data.bytes)) as? [String: Any] else {
+                return DoctorCheck("pull-secret", .failed, "\(path) is not a JSON object", fix: "restore \(path) (oc get secret/pull-secret -n openshift-config on OpenShift)")
+            }
+            let hosts = ((top["auths"] as? [String: Any]) ?? [:]).keys.sorted()
+            return DoctorCheck("pull-secret", .ok, "\(path): entries for \(hosts.count) registr\(hosts.count == 1 ? "y" : "ies")\(hosts.isEmpty ? "" : " (" + hosts.prefix(8).joined(separator: ", ") + (hosts.count > 8 ? ", …" : "") + ")"); the store reads it after Podman's and Docker's files")
+        }
+        return DoctorCheck("pull-secret", .ok, "no node pull secret (\(env.pullSecretFiles.map(env.path).joined(separator: ", "))): the store uses Podman's and Docker's credential files only")
+    }
+
+    /// SELinux's mode and the label of the store's mount. container-selinux lets CRI-O (`container_runtime_t`,
+    /// which overlayfs checks a lower layer with) and containers (`container_t`) read `fusefs_t` without a boolean
+    /// (docs/deployment.md); another label on the mount is reported with the way back.
+    static func selinux(_ env: DoctorEnvironment, _ mount: Mount) -> DoctorCheck {
+        let enforce = (try? FileOps.read(env.path("/sys/fs/selinux/enforce"))).flatMap { $0 }
+            .map { String(decoding: $0.bytes, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines) }
+        guard let enforce else { return DoctorCheck("selinux", .ok, "SELinux is disabled (no \(env.path("/sys/fs/selinux/enforce")))") }
+        let mode = enforce == "1" ? "enforcing" : "permissive"
+        guard mount.root != nil else { return DoctorCheck("selinux", .skipped, "SELinux is \(mode); the mount is not there to read its label") }
+        let mp = env.path(env.layout.mountpoint)
+        var value = [UInt8](repeating: 0, count: 256)
+        let n = getxattr(mp, "security.selinux", &value, value.count)
+        guard n > 0 else { return DoctorCheck("selinux", .ok, "SELinux is \(mode); \(mp) has no label to read") }
+        let label = String(decoding: value.prefix(Int(n)).prefix { $0 != 0 }, as: UTF8.self)
+        let type = label.split(separator: ":").dropFirst(2).first.map(String.init) ?? label
+        if ["fusefs_t", "container_file_t", "container_ro_file_t"].contains(type) {
+            return DoctorCheck("selinux", .ok, "SELinux is \(mode); \(mp) is \(label), which CRI-O and containers may read with container-selinux's default policy")
+        }
+        return DoctorCheck(
+            "selinux", mode == "enforcing" ? .warning : .ok,
+            "SELinux is \(mode); \(mp) is \(label), which container-selinux does not grant containers by default",
+            fix: "look for denials with ausearch -m avc -ts recent; the store's own FUSE mount is fusefs_t unless a context= option relabels it")
     }
 
     static func fuse(_ env: DoctorEnvironment) -> DoctorCheck {

@@ -130,7 +130,12 @@ public struct LayerTree: Sendable {
     /// metadata: `redirect`, `metacopy`, `origin` and the like from an image would make a file of this layer
     /// stand for another of the stack (with `metacopy=on`, as RHCOS's storage.conf has it). Only `opaque`, which
     /// a whiteout could express anyway, is kept; the others are the image author's to write, not overlay's.
-    static func shown(_ name: String) -> Bool { !name.hasPrefix("trusted.overlay.") || name == opaqueXattr }
+    /// `security.selinux` is not shown either: a label is the node's policy to give (CRI-O mounts the container's
+    /// overlay with `context=`), and one from the build host must never take effect on a copy-up or a mount without
+    /// it. `security.capability` (file capabilities, which a normal pull keeps) is shown.
+    static func shown(_ name: String) -> Bool {
+        (!name.hasPrefix("trusted.overlay.") || name == opaqueXattr) && name != "security.selinux"
+    }
 
     public func xattr(node: UInt64, name: String) throws(LazyLayerError) -> [UInt8] {
         let id = try entry(node)

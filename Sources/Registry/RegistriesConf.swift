@@ -2,13 +2,24 @@
 import Foundation
 import TOML
 
-/// Reads containers-registries.conf(5): which hosts are insecure (plain HTTP) and which mirrors to try.
+/// Reads containers-registries.conf(5): which hosts are insecure (plain HTTP), and where images are pulled from.
 ///
-/// Version 2 (`[[registry]]` with `prefix`, `location`, `insecure`, `blocked`, `[[registry.mirror]]`) and
-/// version 1 (`[registries.insecure] registries = [...]`) are both read. Settings apply per host: a prefix
-/// with a repository path (`example.com/team`) applies to the whole host. A `location` other than the prefix
-/// becomes the first place tried, before the prefix's own host.
+/// Version 2 (`[[registry]]` with `prefix`, `location`, `insecure`, `blocked`, `mirror-by-digest-only` and
+/// `[[registry.mirror]]` with `location`, `insecure`, `pull-from-mirror`) becomes ``PullRule``s, matched by reference
+/// prefix as containers/image matches them; version 1 (`[registries.insecure] registries = [...]`) marks hosts
+/// insecure. This is what OpenShift's machine-config-operator writes for ImageDigestMirrorSet and ImageTagMirrorSet.
 public enum RegistriesConf {
+    /// What the files say.
+    public struct Settings: Sendable, Equatable {
+        /// Insecure hosts (sources and mirrors).
+        public var hosts: [String: HostConfiguration] = [:]
+        /// The `[[registry]]` entries, one per prefix.
+        public var rules: [PullRule] = []
+
+        /// Empty settings.
+        public init() {}
+    }
+
     /// The files in force, as containers/image finds them: `$CONTAINERS_REGISTRIES_CONF`, else
     /// `/etc/containers/registries.conf`, then `registries.conf.d/*.conf` beside it in name order.
     public static func defaultFiles(environment: [String: String]? = nil) -> [String] {
@@ -22,42 +33,49 @@ public enum RegistriesConf {
         return files
     }
 
-    /// Reads `files` (missing ones are skipped) into per-host settings; later files override earlier ones.
-    public static func load(_ files: [String]) throws -> [String: HostConfiguration] {
-        var hosts: [String: HostConfiguration] = [:]
+    /// Reads `files` (missing ones are skipped); a later file's entry for a prefix replaces an earlier one's, as
+    /// drop-ins do in containers/image.
+    public static func load(_ files: [String]) throws -> Settings {
+        var out = Settings()
         for f in files {
             guard let data = FileManager.default.contents(atPath: f) else { continue }
-            for (k, v) in try parse(String(decoding: data, as: UTF8.self), path: f) { hosts[k] = v }
+            let s = try parse(String(decoding: data, as: UTF8.self), path: f)
+            for (k, v) in s.hosts { out.hosts[k, default: HostConfiguration()].insecure = out.hosts[k]?.insecure == true || v.insecure }
+            for r in s.rules {
+                if let i = out.rules.firstIndex(where: { $0.prefix == r.prefix }) { out.rules[i] = r } else { out.rules.append(r) }
+            }
         }
-        return hosts
+        return out
     }
 
-    /// Parses one file's text; `path` names it in errors.
-    public static func parse(_ text: String, path: String) throws -> [String: HostConfiguration] {
+    /// Parses one file's text; `path` names it in errors. Within a file, the first entry for a prefix counts.
+    public static func parse(_ text: String, path: String) throws -> Settings {
         let root: TOMLTable
         do { root = try TOML.parse(text) } catch {
             throw RegistryError(.invalidConfiguration, "\(path): \(error)")
         }
         func bad(_ what: String) -> RegistryError { RegistryError(.invalidConfiguration, "\(path): \(what)") }
-        var hosts: [String: HostConfiguration] = [:]
+        var out = Settings()
+        func insecure(_ location: String) { out.hosts[hostOf(location), default: HostConfiguration()].insecure = true }
         // Version 1.
         if let v1 = root["registries"]?.table {
             for (k, v) in v1.entries {
                 guard k == "insecure", let list = v.table?["registries"]?.array else { continue }
                 for h in list {
                     guard let s = h.string else { throw bad("registries.insecure.registries holds a \(h.typeName)") }
-                    hosts[hostOf(s), default: HostConfiguration()].insecure = true
+                    insecure(s)
                 }
             }
         }
         // Version 2.
-        guard let regs = root["registry"] else { return hosts }
+        guard let regs = root["registry"] else { return out }
         guard let list = regs.array else { throw bad("registry must be an array of tables ([[registry]])") }
         for (n, r) in list.enumerated() {
-            guard let t = r.table else { throw bad("registry[\(n)] is a \(r.typeName), not a table") }
-            func string(_ k: String) throws -> String? {
-                guard let v = t[k] else { return nil }
-                guard let s = v.string else { throw bad("registry[\(n)].\(k) must be a string, not a \(v.typeName)") }
+            let at = "registry[\(n)]"
+            guard let t = r.table else { throw bad("\(at) is a \(r.typeName), not a table") }
+            func string(_ k: String, in tt: TOMLTable, _ at: String) throws -> String? {
+                guard let v = tt[k] else { return nil }
+                guard let s = v.string else { throw bad("\(at).\(k) must be a string, not a \(v.typeName)") }
                 return s
             }
             func bool(_ k: String, in tt: TOMLTable, _ at: String) throws -> Bool {
@@ -65,31 +83,40 @@ public enum RegistriesConf {
                 guard let b = v.boolean else { throw bad("\(at).\(k) must be true or false, not a \(v.typeName)") }
                 return b
             }
-            let location = try string("location")
-            guard let prefix = try string("prefix") ?? location, !prefix.isEmpty else {
-                throw bad("registry[\(n)] has neither prefix nor location")
+            let location = try string("location", in: t, at).flatMap { $0.isEmpty ? nil : $0 }
+            guard let prefix = try string("prefix", in: t, at).flatMap({ $0.isEmpty ? nil : $0 }) ?? location else {
+                throw bad("\(at) has neither prefix nor location")
             }
-            if prefix.hasPrefix("*.") { continue }  // wildcard subdomains: not a host we can key on
-            let host = hostOf(prefix)
-            var h = hosts[host] ?? HostConfiguration()
-            h.insecure = try bool("insecure", in: t, "registry[\(n)]")
-            var mirrors: [Mirror] = []
+            if try string("pull-from-mirror", in: t, at) != nil {
+                throw bad("\(at).pull-from-mirror must not be set for a non-mirror registry (\(prefix))")
+            }
+            let wildcard = prefix.hasPrefix("*.")
+            if wildcard && location != nil { throw bad("\(at): a location cannot go with a wildcard prefix \(prefix)") }
+            var rule = PullRule(
+                prefix: prefix, location: wildcard ? nil : location ?? prefix, blocked: try bool("blocked", in: t, at),
+                mirrorByDigestOnly: try bool("mirror-by-digest-only", in: t, at))
+            if try bool("insecure", in: t, at), !wildcard { insecure(rule.location ?? prefix) }
             if let ms = t["mirror"] {
-                guard let arr = ms.array else { throw bad("registry[\(n)].mirror must be an array of tables ([[registry.mirror]])") }
+                guard let arr = ms.array else { throw bad("\(at).mirror must be an array of tables ([[registry.mirror]])") }
                 for (j, m) in arr.enumerated() {
-                    guard let mt = m.table, let loc = mt["location"]?.string, !loc.isEmpty else {
-                        throw bad("registry[\(n)].mirror[\(j)] needs a location string")
+                    let mat = "\(at).mirror[\(j)]"
+                    guard let mt = m.table, let loc = try string("location", in: mt, mat), !loc.isEmpty else {
+                        throw bad("\(mat) needs a location string")
                     }
-                    mirrors.append(Mirror(host: hostOf(loc), insecure: try bool("insecure", in: mt, "registry[\(n)].mirror[\(j)]")))
+                    let use = try string("pull-from-mirror", in: mt, mat) ?? ""
+                    guard use.isEmpty || PullRule.MirrorUse(rawValue: use) != nil else {
+                        throw bad("\(mat).pull-from-mirror \"\(use)\" is none of all, digest-only, tag-only")
+                    }
+                    if rule.mirrorByDigestOnly && !use.isEmpty {
+                        throw bad("\(mat): pull-from-mirror cannot go with the registry's mirror-by-digest-only")
+                    }
+                    if try bool("insecure", in: mt, mat) { insecure(loc) }
+                    rule.mirrors.append(PullRule.Mirror(location: loc, use: PullRule.MirrorUse(rawValue: use) ?? .all))
                 }
             }
-            if let loc = location, hostOf(loc) != host {
-                mirrors.append(Mirror(host: hostOf(loc), insecure: h.insecure))
-            }
-            h.mirrors = mirrors
-            hosts[host] = h
+            if !out.rules.contains(where: { $0.prefix == prefix }) { out.rules.append(rule) }
         }
-        return hosts
+        return out
     }
 
     /// `host[:port]` of `host[:port][/path]`.

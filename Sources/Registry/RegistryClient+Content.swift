@@ -45,6 +45,9 @@ public struct ResolvedImage: Sendable {
     public var decoded: Manifest
     /// The image config bytes.
     public var config: [UInt8]
+    /// Where it was found: the reference itself, or a mirror's or location's reference for it (registries.conf).
+    /// Its layers are read from there.
+    public var source: Reference
 }
 
 extension RegistryClient {
@@ -52,21 +55,26 @@ extension RegistryClient {
         MediaType.ociManifest, MediaType.ociIndex, MediaType.dockerManifest, MediaType.dockerManifestList,
     ].joined(separator: ", ")
 
-    func hostsForPull(_ ref: Reference) -> [String] {
-        configuration.host(ref.registry).mirrors.map(\.host) + [ref.registry]
-    }
-
     /// Fetches a manifest or index by tag or digest and checks its digest.
     ///
-    /// Mirrors are tried first, in order; the registry itself last.
+    /// The sources of ``RegistryConfiguration/pullSources(_:)`` are tried in order (mirrors first).
     public func fetchManifest(_ ref: Reference, reference: String? = nil) async throws -> FetchedManifest {
+        try await fetchManifestAndSource(ref, reference: reference).manifest
+    }
+
+    /// A manifest, and the source that had it.
+    func fetchManifestAndSource(_ ref: Reference, reference: String? = nil) async throws -> (manifest: FetchedManifest, source: Reference) {
         let what = reference ?? ref.manifestReference
+        var asked = ref
+        if let d = reference.flatMap(Digest.init) { asked = ref.with(digest: d) }
+        let sources = try configuration.pullSources(asked)
         var lastError: (any Error)? = nil
-        for host in hostsForPull(ref) {
+        for (i, source) in sources.enumerated() {
             do {
-                return try await fetchManifest(host: host, repository: ref.repository, reference: what, display: ref)
-            } catch let e as RegistryError where host != ref.registry {
-                logger.debug("mirror failed", metadata: ["mirror": "\(host)", "error": "\(e)"])
+                let m = try await fetchManifest(host: source.registry, repository: source.repository, reference: what, display: ref)
+                return (m, source)
+            } catch let e as RegistryError where i < sources.count - 1 {
+                logger.debug("mirror failed", metadata: ["mirror": "\(source.name)", "error": "\(e)"])
                 lastError = e
             }
         }
@@ -111,7 +119,7 @@ extension RegistryClient {
 
     /// Resolves a reference to one platform's manifest and config (`Platform.current` by default).
     public func resolve(_ ref: Reference, platform: Platform = .current) async throws -> ResolvedImage {
-        let top = try await fetchManifest(ref)
+        let (top, source) = try await fetchManifestAndSource(ref)
         var index: FetchedManifest? = nil
         var manifest = top
         if MediaType.isIndex(top.descriptor.mediaType) {
@@ -121,11 +129,12 @@ extension RegistryClient {
                 let have = idx.manifests.compactMap { $0.platform?.description }.joined(separator: ", ")
                 throw RegistryError(.platformNotFound, "\(ref) has no image for \(platform.description) (it has: \(have))")
             }
-            manifest = try await fetchManifest(ref, reference: d.digest.description)
+            // From where the index came: the platform's manifest and config are that source's too.
+            manifest = try await fetchManifest(host: source.registry, repository: source.repository, reference: d.digest.description, display: ref)
         }
         let decoded = try manifest.manifest()
-        let config = try await fetchBlob(ref, decoded.config)
-        return ResolvedImage(reference: ref, index: index, manifest: manifest, decoded: decoded, config: config)
+        let config = try await fetchBlob(source, decoded.config)
+        return ResolvedImage(reference: ref, index: index, manifest: manifest, decoded: decoded, config: config, source: source)
     }
 
     /// Fetches a whole (small) blob into memory and checks its digest and size.
@@ -148,26 +157,26 @@ extension RegistryClient {
     ) async throws {
         var hasher = SHA256Hasher()
         var received: Int64 = 0
-        var hostIndex = 0
-        let hosts = hostsForPull(ref)
+        var sourceIndex = 0
+        let sources = try configuration.pullSources(ref.with(digest: digest))
         try await withRetries("resuming blob", ["layer.digest": "\(digest)", "range.offset": "\(received)"]) {
             (_: Int) async throws -> RetryPolicy.Outcome<Void> in
             while true {
-                let host = hosts[min(hostIndex, hosts.count - 1)]
+                let source = sources[min(sourceIndex, sources.count - 1)]
                 var call = Call(
-                    method: .GET, host: host, repository: ref.repository, actions: "pull",
-                    path: "/v2/\(ref.repository)/blobs/\(digest)", timeout: configuration.fetchTimeout)
-                call.redirectKey = "\(host)/\(ref.repository)@\(digest)"
+                    method: .GET, host: source.registry, repository: source.repository, actions: "pull",
+                    path: "/v2/\(source.repository)/blobs/\(digest)", timeout: configuration.fetchTimeout)
+                call.redirectKey = "\(source.name)@\(digest)"
                 if received > 0 { call.headers.append(("Range", "bytes=\(received)-")) }
                 do {
                     let response = try await send(call)
                     let status = Int(response.status.code)
-                    if status == 404 && hostIndex < hosts.count - 1 {
-                        hostIndex += 1
+                    if status == 404 && sourceIndex < sources.count - 1 {
+                        sourceIndex += 1
                         continue
                     }
                     guard status == 200 || (status == 206 && received > 0) else {
-                        _ = try await expect(response, [200], what: "blob \(digest) of \(host)/\(ref.repository)")
+                        _ = try await expect(response, [200], what: "blob \(digest) of \(source.name)")
                         throw RegistryError(.badResponse, "blob \(digest): unexpected status \(status)", status: status)
                     }
                     var skip: Int64 = status == 200 ? received : 0  // a 200 to a resume restarts from byte 0

@@ -35,6 +35,9 @@ public struct Mirror: Sendable, Equatable {
 public struct RegistryConfiguration: Sendable {
     /// Per-host settings, keyed by `host[:port]`.
     public var hosts: [String: HostConfiguration]
+    /// registries.conf's `[[registry]]` entries: mirrors, locations and blocked sources by reference prefix
+    /// (``pullSources(_:)``); a host's ``HostConfiguration/mirrors`` apply where no rule matches.
+    public var rules: [PullRule] = []
     /// Bound on manifest, token and other small requests (upstream `request_timeout_sec`, 30 s).
     public var requestTimeout: Duration
     /// Bound on a blob or range fetch (upstream `fetching_timeout_sec`, 300 s).

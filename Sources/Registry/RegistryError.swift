@@ -8,7 +8,7 @@ public struct RegistryError: Error, CustomStringConvertible, Equatable, Sendable
         private enum Base: Hashable, Sendable {
             case notFound, unauthorized, denied, tooManyRequests, serverError, badResponse, digestMismatch
             case unsupportedMediaType, invalidReference, transport, platformNotFound, invalidConfiguration
-            case rangeNotSatisfiable
+            case rangeNotSatisfiable, blocked
         }
         private let base: Base
         private init(_ base: Base) { self.base = base }
@@ -38,6 +38,8 @@ public struct RegistryError: Error, CustomStringConvertible, Equatable, Sendable
         public static let invalidConfiguration = Code(.invalidConfiguration)
         /// The registry cannot serve the range asked for.
         public static let rangeNotSatisfiable = Code(.rangeNotSatisfiable)
+        /// registries.conf blocks the source and no mirror serves the reference.
+        public static let blocked = Code(.blocked)
         public var description: String { "\(base)" }
     }
 

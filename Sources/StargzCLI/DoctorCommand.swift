@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
 import ArgumentParser
 import Deploy
+import Registry
 import Foundation
 import Store
 
@@ -21,7 +22,7 @@ struct DoctorCommand: ParsableCommand {
 
     func run() throws {
         let live = prefix == nil && FileManager.default.fileExists(atPath: "/run/systemd/system")
-        let env = DoctorEnvironment(
+        var env = DoctorEnvironment(
             prefix: prefix ?? "", layout: layout.layout, runner: live ? ProcessRunner() : nil,
             environment: ProcessInfo.processInfo.environment,
             defaultCacheBytes: StoreConfiguration.Defaults.diskCacheMiB << 20,
@@ -31,6 +32,9 @@ struct DoctorCommand: ParsableCommand {
                     return []
                 } catch { return ["\(error)"] }
             })
+        // CRI-O's global_auth_file, read under the prefix too.
+        let root = prefix ?? ""
+        env.pullSecretFiles = CredentialStore.pullSecretFiles(crio: CredentialStore.crioConfigFiles(directory: root + "/etc/crio"))
         let checks = Doctor.run(env)
         if json {
             Terminal.printJSON(checks.map(CheckJSON.init))

@@ -41,11 +41,14 @@ struct RegistryOptions: ParsableArguments {
     var registriesConf: String?
 
     func client() throws -> RegistryClient {
-        var hosts = try RegistriesConf.load(registriesConf.map { [$0] } ?? RegistriesConf.defaultFiles())
+        let settings = try RegistriesConf.load(registriesConf.map { [$0] } ?? RegistriesConf.defaultFiles())
+        var hosts = settings.hosts
         for h in insecureRegistries { hosts[h, default: HostConfiguration()].insecure = true }
         var files = CredentialStore.defaultFiles()
         if let a = authfile { files.insert(a, at: 0) }
-        return RegistryClient(configuration: RegistryConfiguration(hosts: hosts), credentials: CredentialStore(files: files))
+        var configuration = RegistryConfiguration(hosts: hosts)
+        configuration.rules = settings.rules
+        return RegistryClient(configuration: configuration, credentials: CredentialStore(files: files))
     }
 }
 

@@ -198,7 +198,8 @@ public final class LayerManager: Sendable {
         o.expectedTOCDigest = toc
         // The files of a layer fit in its tar, whose size the converter annotates.
         if let size = d.annotations?[AnnotationKey.uncompressedSize].flatMap(Int64.init) { o.limits.maxUncompressedSize = size }
-        let source = RegistryBlobSource(client: client, reference: ref, digest: d.digest, size: d.size)
+        // The blob is read where the manifest was found (a mirror, when registries.conf names one).
+        let source = RegistryBlobSource(client: client, reference: image.source, digest: d.digest, size: d.size)
         let opening = ContinuousClock.now
         if !ahead { resolveAhead(ref, image, after: index, byTOC: digest == toc && digest != d.digest) }
         let lazy: LazyLayer

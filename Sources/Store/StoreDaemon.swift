@@ -69,12 +69,14 @@ public struct StoreDaemon: Service, Sendable {
     // MARK: The parts, from the configuration
 
     /// The registry client's settings over `hosts` (registries.conf's, which config.toml's resolver overrides).
-    public func registryConfiguration(hosts registriesConf: [String: HostConfiguration]) -> RegistryConfiguration {
-        var hosts = registriesConf
+    public func registryConfiguration(registriesConf: RegistriesConf.Settings = RegistriesConf.Settings()) -> RegistryConfiguration {
+        var hosts = registriesConf.hosts
         for (k, v) in configuration.hosts { hosts[k] = v }
-        return RegistryConfiguration(
+        var c = RegistryConfiguration(
             hosts: hosts, fetchTimeout: .seconds(configuration.fetchingTimeoutSeconds), maxRetries: Int(configuration.maxRetries),
             retryBaseDelay: .milliseconds(configuration.minWaitMilliseconds))
+        c.rules = registriesConf.rules
+        return c
     }
 
     /// What every layer gets: one memory bound, one decompression budget and one background schedule for the
@@ -115,11 +117,11 @@ public struct StoreDaemon: Service, Sendable {
         registriesConf: [String] = RegistriesConf.defaultFiles(), credentials: CredentialStore = CredentialStore(),
         ready: @Sendable () -> Void = {}, until stop: @Sendable () async -> Void
     ) async throws(StoreError) {
-        var hosts: [String: HostConfiguration] = [:]
-        do { hosts = try RegistriesConf.load(registriesConf) } catch { logger.warning("registries.conf is ignored: \(error)") }
+        var settings = RegistriesConf.Settings()
+        do { settings = try RegistriesConf.load(registriesConf) } catch { logger.warning("registries.conf is ignored: \(error)") }
         let metrics = StoreMetrics()
         let client = RegistryClient(
-            configuration: registryConfiguration(hosts: hosts), credentials: credentials, logger: logger,
+            configuration: registryConfiguration(registriesConf: settings), credentials: credentials, logger: logger,
             metrics: metrics.registryMetrics)
         do {
             try await serve(client, metrics, ready: ready, until: stop)

@@ -1,4 +1,6 @@
 // SPDX-License-Identifier: Apache-2.0
+import Foundation
+import OCI
 import Registry
 import Store
 import TOML
@@ -124,18 +126,89 @@ struct RegistriesConfTests {
             prefix = "quay.io/team"
             location = "quay-proxy.example.com/team"
             """
-        let hosts = try RegistriesConf.parse(text, path: "/etc/containers/registries.conf")
-        #expect(hosts["registry.internal:5000"]?.insecure == true)
-        #expect(hosts["docker.io"]?.insecure == false)
-        #expect(hosts["docker.io"]?.mirrors == [Mirror(host: "mirror.example.com"), Mirror(host: "10.0.0.1:5000", insecure: true)])
-        #expect(hosts["quay.io"]?.mirrors == [Mirror(host: "quay-proxy.example.com")])
+        let conf = try RegistriesConf.parse(text, path: "/etc/containers/registries.conf")
+        #expect(conf.hosts["registry.internal:5000"]?.insecure == true)
+        #expect(conf.hosts["docker.io"]?.insecure != true)
+        #expect(conf.hosts["10.0.0.1:5000"]?.insecure == true)
+        var c = RegistryConfiguration()
+        c.rules = conf.rules
+        func sources(_ r: String) throws -> [String] { try c.pullSources(try Reference(r)).map(\.description) }
+        #expect(try sources("busybox:1") == [
+            "mirror.example.com/library/busybox:1", "10.0.0.1:5000/dockerhub/library/busybox:1", "docker.io/library/busybox:1",
+        ])
+        #expect(try sources("quay.io/team/app:v2") == ["quay-proxy.example.com/team/app:v2"])
+        #expect(try sources("quay.io/teamwork/app:v2") == ["quay.io/teamwork/app:v2"], "a prefix is whole components")
+        #expect(try sources("quay.io/other/app:v2") == ["quay.io/other/app:v2"])
+    }
+
+    @Test("as OpenShift writes ImageDigestMirrorSet and ImageTagMirrorSet: digest-only and tag-only mirrors, a blocked source, the longest prefix winning, drop-ins replacing a prefix")
+    func openShift() throws {
+        let idms = """
+            unqualified-search-registries = []
+            additional-layer-store-auth-helper = ""
+
+            [[registry]]
+              prefix = ""
+              location = "quay.io/openshift-release-dev/ocp-release"
+              blocked = true
+
+              [[registry.mirror]]
+                location = "mirror.corp:5000/ocp/release"
+                pull-from-mirror = "digest-only"
+
+            [[registry]]
+              prefix = ""
+              location = "quay.io/openshift-release-dev"
+
+              [[registry.mirror]]
+                location = "mirror.corp:5000/ocp"
+                pull-from-mirror = "tag-only"
+
+            [[registry]]
+              prefix = ""
+              location = "registry.example.com/legacy"
+              mirror-by-digest-only = true
+
+              [[registry.mirror]]
+                location = "mirror.corp:5000/legacy"
+            """
+        let digest = "sha256:" + String(repeating: "ab", count: 32)
+        let conf = try RegistriesConf.parse(idms, path: "01-image-idms.conf")
+        var c = RegistryConfiguration()
+        c.rules = conf.rules
+        func sources(_ r: String) throws -> [String] { try c.pullSources(try Reference(r)).map(\.description) }
+        #expect(try sources("quay.io/openshift-release-dev/ocp-release@\(digest)") == ["mirror.corp:5000/ocp/release@\(digest)"])
+        do {
+            _ = try c.pullSources(try Reference("quay.io/openshift-release-dev/ocp-release:4.22"))
+            Issue.record("a blocked source was given for a tag")
+        } catch let e as RegistryError {
+            #expect(e.code == .blocked)
+        }
+        #expect(try sources("quay.io/openshift-release-dev/other:4.22") == [
+            "mirror.corp:5000/ocp/other:4.22", "quay.io/openshift-release-dev/other:4.22",
+        ])
+        #expect(try sources("quay.io/openshift-release-dev/other@\(digest)") == ["quay.io/openshift-release-dev/other@\(digest)"])
+        #expect(try sources("registry.example.com/legacy/app:1") == ["registry.example.com/legacy/app:1"])
+        #expect(try sources("registry.example.com/legacy/app@\(digest)") == [
+            "mirror.corp:5000/legacy/app@\(digest)", "registry.example.com/legacy/app@\(digest)",
+        ])
+        // A later file's entry for the same prefix replaces the earlier one.
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("regconf-\(UUID().uuidString)").path
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        try idms.write(toFile: dir + "/a.conf", atomically: true, encoding: .utf8)
+        try "[[registry]]\nlocation = \"registry.example.com/legacy\"\n".write(toFile: dir + "/b.conf", atomically: true, encoding: .utf8)
+        c.rules = try RegistriesConf.load([dir + "/a.conf", dir + "/b.conf"]).rules
+        #expect(try sources("registry.example.com/legacy/app@\(digest)") == ["registry.example.com/legacy/app@\(digest)"])
+        #expect(c.rules.count == 3)
     }
 
     @Test("version 1: [registries.insecure]")
     func v1() throws {
         let hosts = try RegistriesConf.parse(
             "[registries.search]\nregistries = ['docker.io']\n[registries.insecure]\nregistries = ['a.example:5000', 'b.example']\n",
-            path: "r.conf")
+            path: "r.conf"
+        ).hosts
         #expect(hosts["a.example:5000"]?.insecure == true)
         #expect(hosts["b.example"]?.insecure == true)
     }
@@ -147,6 +220,9 @@ struct RegistriesConfTests {
             ("[[registry]]\ninsecure = true", "neither prefix nor location"),
             ("[[registry]\nlocation = 'x'", "line 1"),
             ("registry = 1", "array of tables"),
+            ("[[registry]]\nlocation = 'x.io'\n[[registry.mirror]]\nlocation = 'm.io'\npull-from-mirror = 'sometimes'", "pull-from-mirror"),
+            ("[[registry]]\nlocation = 'x.io'\npull-from-mirror = 'all'", "non-mirror"),
+            ("[[registry]]\nlocation = 'x.io'\nmirror-by-digest-only = true\n[[registry.mirror]]\nlocation = 'm.io'\npull-from-mirror = 'all'", "mirror-by-digest-only"),
         ] {
             do {
                 _ = try RegistriesConf.parse(text, path: "/etc/containers/registries.conf")

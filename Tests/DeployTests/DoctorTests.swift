@@ -47,6 +47,9 @@ struct DoctorTests {
         try dir.write(
             "/etc/containers/registries.conf.d/50-mirror.conf",
             "[[registry]]\nprefix = \"docker.io\"\nlocation = \"docker.io\"\n[[registry.mirror]]\nlocation = \"mirror.local\"\n")
+        try dir.write(
+            "/var/lib/kubelet/config.json",
+            "{\"auths\":{\"quay.io\":{\"auth\":\"c2VjcmV0\"},\"registry.local:5000\":{\"auth\":\"c2VjcmV0\"}}}")
     }
 
     /// mountinfo with the store mounted at the layout's mount point under `dir`, with these super options.
@@ -77,7 +80,7 @@ struct DoctorTests {
         #expect(
             checks.map(\.name) == [
                 "fuse", "binary", "config.toml", "unit", "mount", "mount.root", "mount.options", "storage.conf",
-                "registries.conf", "disk", "passthrough",
+                "registries.conf", "pull-secret", "selinux", "disk", "passthrough",
             ])
         for c in checks { #expect(c.status == .ok, "\(c.name): \(c.detail)") }
         let registries = try check(checks, "registries.conf")
@@ -85,6 +88,23 @@ struct DoctorTests {
         #expect(try check(checks, "fuse").detail.contains("(10,229)"))
         #expect(try check(checks, "mount.root").detail.contains("mode 0700, owner 0 group 0"))
         #expect(try check(checks, "mount.options").detail.contains("default_permissions,allow_other"))
+        #expect(try check(checks, "pull-secret").detail.contains("entries for 2 registries (quay.io, registry.local:5000)"))
+        #expect(try check(checks, "selinux").detail.contains("disabled"))
+    }
+
+    @Test("the pull secret: named hosts, never its secrets; one that is not JSON fails with a fix; SELinux's mode is read")
+    func pullSecretAndSELinux() throws {
+        let dir = try TempDir()
+        defer { dir.cleanup() }
+        try healthyNode(dir)
+        let env = environment(dir)
+        #expect(!Doctor.pullSecret(env).detail.contains("c2VjcmV0"), "no secret in the report")
+        try dir.write("/var/lib/kubelet/config.json", "{not json")
+        let bad = Doctor.pullSecret(env)
+        #expect(bad.status == .failed && bad.fix?.contains("pull-secret") == true, "\(bad)")
+        try dir.write("/sys/fs/selinux/enforce", "1")
+        let se = Doctor.selinux(env, Doctor.mount(env))
+        #expect(se.detail.contains("enforcing"), "\(se)")
     }
 
     @Test(

@@ -45,4 +45,49 @@ struct LayerManagerTests {
         await byTOC.close()
         try await client.shutdown()
     }
+
+    @Test("registries.conf as an ImageDigestMirrorSet with NeverContactSource writes it: the layer is resolved and read through the mirror; the blocked source gets no request")
+    func blockedSourceMirror() async throws {
+        let mirror = try LocalRegistry.start()
+        defer { mirror.stop() }
+        let source = try LocalRegistry.start()
+        defer { source.stop() }
+        let proxy = try FaultProxy(upstream: source.host, [])  // counts every request the source would get
+        defer { proxy.stop() }
+        let direct = registryClient(mirror.host)
+        let blob = try fixture("kitchen-sink.esgz")
+        let layer = try #require(try await TestImage.pushEStargz(direct, try Reference("\(mirror.host)/mirrored/ns/app:1"), blobs: [blob]).first)
+        let pushed = try await direct.resolve(try Reference("\(mirror.host)/mirrored/ns/app:1"))
+        try await direct.shutdown()
+        let conf = """
+            [[registry]]
+              prefix = ""
+              location = "\(proxy.host)/ns"
+              blocked = true
+              [[registry.mirror]]
+                location = "\(mirror.host)/mirrored/ns"
+                pull-from-mirror = "digest-only"
+            """
+        var configuration = RegistryConfiguration(
+            hosts: [mirror.host: HostConfiguration(insecure: true), proxy.host: HostConfiguration(insecure: true)], maxRetries: 0)
+        configuration.rules = try RegistriesConf.parse(conf, path: "99-idms.conf").rules
+        let client = RegistryClient(configuration: configuration, credentials: CredentialStore(files: []))
+        let manager = LayerManager(
+            client: client, options: LayerManagerOptions(layer: LazyLayerOptions(prefetch: false, backgroundFetch: false)),
+            logger: Logger(label: "test"))
+        let byDigest = try Reference("\(proxy.host)/ns/app@\(pushed.manifest.descriptor.digest)")
+        let served = try await manager.resolve(byDigest, layer.digest)
+        #expect(served.blob.reference.registry == mirror.host, "read from the mirror")
+        #expect(try await served.blob.read([0..<4096]) == [Array(blob[0..<4096])])
+        // A tag: the mirror serves digests only, and the source is blocked.
+        do {
+            _ = try await manager.resolve(try Reference("\(proxy.host)/ns/app:1"), layer.digest)
+            Issue.record("resolved a tag from a blocked source")
+        } catch {
+            #expect("\(error)".contains("blocks"), "\(error)")
+        }
+        await manager.close()
+        try await client.shutdown()
+        #expect(try proxy.stats()["requests"] == 0, "the blocked source was contacted")
+    }
 }

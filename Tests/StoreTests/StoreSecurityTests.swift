@@ -242,10 +242,12 @@ struct StoreSecurityTests {
             .file("home/u/mine", Array("nobody's own\n".utf8), mode: 0o600, owner: 65534)
             .bytes()
         let ref = try Reference("\(registry.host)/modes/app:1")
-        // overlayfs metadata from the image's author is not passed on (it would make one file stand for another).
+        // overlayfs metadata and SELinux labels from the image's author are not passed on (one would make a file
+        // stand for another, the other would label it as its author chose).
         let attrs: [String: String] = [
             "user.keep": Data("kept".utf8).base64EncodedString(), "trusted.overlay.redirect": Data("/etc/shadow".utf8).base64EncodedString(),
             "trusted.overlay.metacopy": "",
+            "security.selinux": Data("system_u:object_r:shadow_t:s0".utf8).base64EncodedString(),
         ]
         let layer = try HostileLayer.setting("xattrs", of: "etc/hostname", to: attrs, in: try estargz(tar))
         let layers = try await TestImage.push(client, ref, layers: [layer])
