@@ -128,13 +128,18 @@ public struct CredentialStore: Sendable {
         host == "index.docker.io" || host == "registry-1.docker.io" ? "docker.io" : host
     }
 
-    /// An `auths` key as a scope: no scheme, no trailing `/`, Docker's legacy `/v1`/`/v2` suffix dropped, Docker
-    /// Hub's names as `docker.io`.
+    /// An `auths` key as a scope, as containers/image reads it: a key with a scheme is Docker's legacy form and
+    /// stands for its host (`https://index.docker.io/v1/` is `docker.io`); one without is the scope it names
+    /// (`host`, `host/ns`, `host/ns/repo`). Docker Hub's names are `docker.io`.
     static func normalizedKey(_ key: String) -> String {
         var k = Substring(key)
-        for scheme in ["https://", "http://"] where k.hasPrefix(scheme) { k = k.dropFirst(scheme.count) }
+        var legacy = false
+        for scheme in ["https://", "http://"] where k.hasPrefix(scheme) {
+            k = k.dropFirst(scheme.count)
+            legacy = true
+        }
+        if legacy { k = k.prefix { $0 != "/" } }
         while k.hasSuffix("/") { k = k.dropLast() }
-        for suffix in ["/v1", "/v2"] where k.hasSuffix(suffix) { k = k.dropLast(suffix.count) }
         guard let slash = k.firstIndex(of: "/") else { return canonicalHost(String(k)) }
         return canonicalHost(String(k[..<slash])) + String(k[slash...])
     }

@@ -70,9 +70,11 @@ extension RegistryConfiguration {
     /// blocks the source and no mirror serves the reference.
     public func pullSources(_ ref: Reference) throws -> [Reference] {
         let full = ref.description
+        // The longest prefix wins (containers/image ranks a `*.domain` rule by its own length too); the length it
+        // covers in the reference is what a location takes the place of.
         var best: (rule: PullRule, length: Int)? = nil
         for r in rules {
-            guard let n = r.match(full), n > (best?.length ?? -1) else { continue }
+            guard let n = r.match(full), r.prefix.count > (best?.rule.prefix.count ?? -1) else { continue }
             best = (r, n)
         }
         guard let (rule, covered) = best else {

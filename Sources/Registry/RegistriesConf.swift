@@ -34,13 +34,13 @@ public enum RegistriesConf {
     }
 
     /// Reads `files` (missing ones are skipped); a later file's entry for a prefix replaces an earlier one's, as
-    /// drop-ins do in containers/image.
+    /// drop-ins do in containers/image, and so does its word on whether a host it names is insecure.
     public static func load(_ files: [String]) throws -> Settings {
         var out = Settings()
         for f in files {
             guard let data = FileManager.default.contents(atPath: f) else { continue }
             let s = try parse(String(decoding: data, as: UTF8.self), path: f)
-            for (k, v) in s.hosts { out.hosts[k, default: HostConfiguration()].insecure = out.hosts[k]?.insecure == true || v.insecure }
+            for (k, v) in s.hosts { out.hosts[k] = v }
             for r in s.rules {
                 if let i = out.rules.firstIndex(where: { $0.prefix == r.prefix }) { out.rules[i] = r } else { out.rules.append(r) }
             }
@@ -56,7 +56,11 @@ public enum RegistriesConf {
         }
         func bad(_ what: String) -> RegistryError { RegistryError(.invalidConfiguration, "\(path): \(what)") }
         var out = Settings()
-        func insecure(_ location: String) { out.hosts[hostOf(location), default: HostConfiguration()].insecure = true }
+        // Every host the file names, insecure if any of its entries says so.
+        func insecure(_ location: String, _ value: Bool = true) {
+            let h = hostOf(location)
+            out.hosts[h, default: HostConfiguration()].insecure = out.hosts[h]?.insecure == true || value
+        }
         // Version 1.
         if let v1 = root["registries"]?.table {
             for (k, v) in v1.entries {
@@ -95,7 +99,9 @@ public enum RegistriesConf {
             var rule = PullRule(
                 prefix: prefix, location: wildcard ? nil : location ?? prefix, blocked: try bool("blocked", in: t, at),
                 mirrorByDigestOnly: try bool("mirror-by-digest-only", in: t, at))
-            if try bool("insecure", in: t, at), !wildcard { insecure(rule.location ?? prefix) }
+            // Only the first entry for a prefix counts (containers/image).
+            if out.rules.contains(where: { $0.prefix == prefix }) { continue }
+            if !wildcard { insecure(rule.location ?? prefix, try bool("insecure", in: t, at)) }
             if let ms = t["mirror"] {
                 guard let arr = ms.array else { throw bad("\(at).mirror must be an array of tables ([[registry.mirror]])") }
                 for (j, m) in arr.enumerated() {
@@ -110,11 +116,11 @@ public enum RegistriesConf {
                     if rule.mirrorByDigestOnly && !use.isEmpty {
                         throw bad("\(mat): pull-from-mirror cannot go with the registry's mirror-by-digest-only")
                     }
-                    if try bool("insecure", in: mt, mat) { insecure(loc) }
+                    insecure(loc, try bool("insecure", in: mt, mat))
                     rule.mirrors.append(PullRule.Mirror(location: loc, use: PullRule.MirrorUse(rawValue: use) ?? .all))
                 }
             }
-            if !out.rules.contains(where: { $0.prefix == prefix }) { out.rules.append(rule) }
+            out.rules.append(rule)
         }
         return out
     }

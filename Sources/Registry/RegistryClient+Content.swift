@@ -62,12 +62,11 @@ extension RegistryClient {
         try await fetchManifestAndSource(ref, reference: reference).manifest
     }
 
-    /// A manifest, and the source that had it.
+    /// A manifest, and the source that had it. The sources are those of `ref` as given (a tag or a digest decides
+    /// which mirrors serve it), also when `reference` names a platform's manifest by digest.
     func fetchManifestAndSource(_ ref: Reference, reference: String? = nil) async throws -> (manifest: FetchedManifest, source: Reference) {
         let what = reference ?? ref.manifestReference
-        var asked = ref
-        if let d = reference.flatMap(Digest.init) { asked = ref.with(digest: d) }
-        let sources = try configuration.pullSources(asked)
+        let sources = try configuration.pullSources(ref)
         var lastError: (any Error)? = nil
         for (i, source) in sources.enumerated() {
             do {
@@ -133,18 +132,23 @@ extension RegistryClient {
             manifest = try await fetchManifest(host: source.registry, repository: source.repository, reference: d.digest.description, display: ref)
         }
         let decoded = try manifest.manifest()
-        let config = try await fetchBlob(source, decoded.config)
+        let config = try await fetchBlob(source, decoded.config, from: [source])
         return ResolvedImage(reference: ref, index: index, manifest: manifest, decoded: decoded, config: config, source: source)
     }
 
     /// Fetches a whole (small) blob into memory and checks its digest and size.
     public func fetchBlob(_ ref: Reference, _ d: Descriptor, limit: Int = 256 << 20) async throws -> [UInt8] {
+        try await fetchBlob(ref, d, limit: limit, from: nil)
+    }
+
+    /// `fetchBlob` from `sources` (nil: those of `ref`).
+    func fetchBlob(_ ref: Reference, _ d: Descriptor, limit: Int = 256 << 20, from sources: [Reference]?) async throws -> [UInt8] {
         guard d.size <= Int64(limit) else {
             throw RegistryError(.badResponse, "blob \(d.digest) of \(ref.name) is \(d.size) bytes, over the \(limit)-byte limit")
         }
         var out: [UInt8] = []
         out.reserveCapacity(Int(max(0, d.size)))
-        try await streamBlob(ref, d.digest, expectedSize: d.size) { out.append(contentsOf: $0.readableBytesView) }
+        try await streamBlob(ref, d.digest, expectedSize: d.size, from: sources) { out.append(contentsOf: $0.readableBytesView) }
         return out
     }
 
@@ -155,10 +159,19 @@ extension RegistryClient {
     public func streamBlob(
         _ ref: Reference, _ digest: Digest, expectedSize: Int64? = nil, _ sink: (ByteBuffer) async throws -> Void
     ) async throws {
+        try await streamBlob(ref, digest, expectedSize: expectedSize, from: nil, sink)
+    }
+
+    /// `streamBlob` from `sources` in order, the next on a 404 (nil: the sources of `ref` as given, so that a tag's
+    /// blobs come from where its manifest may: ``RegistryConfiguration/pullSources(_:)``).
+    func streamBlob(
+        _ ref: Reference, _ digest: Digest, expectedSize: Int64? = nil, from given: [Reference]?,
+        _ sink: (ByteBuffer) async throws -> Void
+    ) async throws {
         var hasher = SHA256Hasher()
         var received: Int64 = 0
         var sourceIndex = 0
-        let sources = try configuration.pullSources(ref.with(digest: digest))
+        let sources = try given ?? configuration.pullSources(ref)
         try await withRetries("resuming blob", ["layer.digest": "\(digest)", "range.offset": "\(received)"]) {
             (_: Int) async throws -> RetryPolicy.Outcome<Void> in
             while true {

@@ -103,6 +103,10 @@ public final class RegistryClient: Sendable {
     /// as a fault of its kind) when the reply broke off or did not fit, or when the transport failed; otherwise
     /// the error, thrown as ``RetryPolicy/outcome(after:idempotent:wrap:)`` says.
     func bodyOutcome<Value>(after error: any Error, wrap: (any Error) -> any Error) throws -> RetryPolicy.Outcome<Value> {
+        if error is NIOTooManyBytesError {
+            // Larger than anything asked for: the same request would bring the same, so it is not repeated.
+            throw RegistryError(.badResponse, "the reply is larger than the ranges asked for", status: 206, cause: error)
+        }
         if let e = error as? RegistryError, Self.isResumable(e) {
             metrics.fault(.badReply)
             return .retry(e)
@@ -175,7 +179,11 @@ public final class RegistryClient: Sendable {
                     return outcome
                 }
                 let status = Int(response.status.code)
-                let refusedURL = fromCache ? (400..<500).contains(status) && status != 416 : redirectCount > 0 && (status == 401 || status == 403)
+                // Right after a redirect, a 403 (or a 401 with no challenge to answer) is the storage URL refusing.
+                let challenged = status == 401 && response.headers.first(name: "WWW-Authenticate") != nil
+                let refusedURL = fromCache
+                    ? (400..<500).contains(status) && status != 416
+                    : redirectCount > 0 && (status == 403 || (status == 401 && !challenged))
                 if refusedURL, let key = call.redirectKey {
                     // An expired or revoked storage URL: forget it and go through the registry. A URL from the
                     // cache costs no attempt (the registry was not asked); one the registry just gave does.

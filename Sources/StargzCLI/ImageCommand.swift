@@ -210,7 +210,7 @@ struct ImageInspectCommand: AsyncParsableCommand {
             print("config:    \(image.decoded.config.digest)")
             for (i, l) in image.decoded.layers.enumerated() {
                 var kind = "not eStargz"
-                if l.size >= 51, let tail = try? await client.readRange(ref, l.digest, offset: l.size - 51, length: 51),
+                if l.size >= 51, let tail = try? await client.readRange(image.source, l.digest, offset: l.size - 51, length: 51),
                     let f = try? Footer.parse(tail: tail, blobSize: l.size)
                 {
                     kind = f.format.rawValue

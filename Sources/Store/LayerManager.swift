@@ -40,6 +40,8 @@ public final class StoreLayer: Sendable {
     /// The `info` file's bytes.
     public let info: [UInt8]
     let references = Mutex(0)
+    /// Whether the layer's work was stopped and its series ended (once only).
+    let retired = Mutex(false)
 
     init(id: UInt32, reference: Reference, descriptor: Descriptor, lazy: LazyLayer, blob: RegistryBlobSource, info: [UInt8]) {
         self.id = id
@@ -252,7 +254,8 @@ public final class LayerManager: Sendable {
                     s.resolving[key] = nil
                     return true
                 }
-                if unclaimed, let layer = try? await started.value {
+                // A resolve() that took the task before it was dropped files the layer itself: it is not retired.
+                if unclaimed, let layer = try? await started.value, state.withLock({ $0.byID[layer.id] == nil }) {
                     await retire(layer)
                     logger.debug("dropped a layer resolved ahead that was never asked for", metadata: ["image.ref": "\(ref)", "layer.digest": "\(digest)"])
                 }
@@ -309,13 +312,27 @@ public final class LayerManager: Sendable {
         return true
     }
 
-    /// Stops every layer's fetches and background work, and waits for them.
+    /// Stops every layer's fetches and background work, and waits for them; the layers are forgotten.
     public func close() async {
-        for l in state.withLock({ Array($0.layers.values) }) { await retire(l) }
+        let layers = state.withLock { s in
+            defer {
+                s.layers = [:]
+                s.byID = [:]
+                metrics.layersServed.set(0)
+            }
+            return Array(s.layers.values)
+        }
+        for l in layers { await retire(l) }
     }
 
-    /// Stops a layer's work and ends its series in the metrics.
+    /// Stops a layer's work and ends its series in the metrics, once (a release after ``close()``, or a layer
+    /// resolved ahead that is dropped as it is claimed, comes here a second time).
     private func retire(_ layer: StoreLayer) async {
+        let first = layer.retired.withLock { r in
+            defer { r = true }
+            return !r
+        }
+        guard first else { return }
         await layer.lazy.close()
         metrics.endLayer(layer.descriptor.digest)
     }

@@ -48,19 +48,19 @@ public final class StoreMetrics: Sendable {
         }
     }
 
-    /// One layer of `digest` less; its series end with the last.
+    /// One layer of `digest` less; its series end with the last (under the lock, so that a layer of the same
+    /// digest beginning meanwhile gets series of its own, not ones about to go).
     public func endLayer(_ digest: Digest) {
-        let ended: LayerMetrics? = layers.withLock { l in
+        layers.withLock { l in
             let key = digest.description
-            guard let e = l[key] else { return nil }
+            guard let e = l[key] else { return }
             if e.users > 1 {
                 l[key] = (e.metrics, e.users - 1)
-                return nil
+                return
             }
             l[key] = nil
-            return e.metrics
+            e.metrics.destroy()
         }
-        ended?.destroy()
     }
 
     /// The exposition text (Prometheus' text format 0.0.4).

@@ -203,6 +203,26 @@ struct RegistriesConfTests {
         #expect(c.rules.count == 3)
     }
 
+    @Test("a host's insecure setting is the last file's word; the host's own entry outranks a wildcard that covers it (prefixes rank by their length)")
+    func dropInsAndWildcards() throws {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("regconf-\(UUID().uuidString)").path
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        try "[[registry]]\nlocation = \"reg.corp\"\ninsecure = true\n[[registry]]\nlocation = \"other.corp\"\ninsecure = true\n"
+            .write(toFile: dir + "/a.conf", atomically: true, encoding: .utf8)
+        try "[[registry]]\nlocation = \"reg.corp\"\n".write(toFile: dir + "/b.conf", atomically: true, encoding: .utf8)
+        let conf = try RegistriesConf.load([dir + "/a.conf", dir + "/b.conf"])
+        #expect(conf.hosts["reg.corp"]?.insecure == false, "the drop-in's entry says secure")
+        #expect(conf.hosts["other.corp"]?.insecure == true)
+        var c = RegistryConfiguration()
+        c.rules = try RegistriesConf.parse(
+            "[[registry]]\nprefix = \"*.example.com\"\nblocked = true\n[[registry]]\nlocation = \"registry.example.com\"\n",
+            path: "w.conf"
+        ).rules
+        #expect(try c.pullSources(try Reference("registry.example.com/app:1")).map(\.description) == ["registry.example.com/app:1"])
+        #expect(throws: RegistryError.self) { try c.pullSources(try Reference("cdn.example.com/app:1")) }
+    }
+
     @Test("version 1: [registries.insecure]")
     func v1() throws {
         let hosts = try RegistriesConf.parse(

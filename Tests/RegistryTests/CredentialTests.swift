@@ -15,7 +15,8 @@ struct CredentialTests {
     func scopedEntries() throws {
         let file = """
             {"auths": {"https://reg.example:5000": \(auth("host", "h")), "reg.example:5000/team": \(auth("team", "t")),
-             "reg.example:5000/team/app": \(auth("app", "a")), "https://index.docker.io/v1/": \(auth("hub", "d"))}}
+             "reg.example:5000/team/app": \(auth("app", "a")), "https://index.docker.io/v1/": \(auth("hub", "d")),
+             "https://legacy.example/v1/ns": \(auth("legacy", "l")), "reg.example:5000/acme/v2": \(auth("v2", "v"))}}
             """
         let data = Data(file.utf8)
         func user(_ host: String, _ repo: String?) throws -> String? {
@@ -29,6 +30,9 @@ struct CredentialTests {
         #expect(try user("reg.example:5000", nil) == "host")
         #expect(try user("other.example", "team/app") == nil)
         #expect(try user("registry-1.docker.io", "library/busybox") == "hub")
+        #expect(try user("legacy.example", "any/repo") == "legacy", "a key with a scheme stands for its host")
+        #expect(try user("reg.example:5000", "acme/other") == "host", "a key without a scheme is the scope it names, /v2 and all")
+        #expect(try user("reg.example:5000", "acme/v2/app") == "v2")
         #expect(CredentialStore.scopes("reg:1", "a/b/c") == ["reg:1/a/b/c", "reg:1/a/b", "reg:1/a", "reg:1"])
     }
 
