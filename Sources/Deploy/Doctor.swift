@@ -113,7 +113,7 @@ public enum Doctor {
         let mode = enforce == "1" ? "enforcing" : "permissive"
         guard mount.root != nil else { return DoctorCheck("selinux", .skipped, "SELinux is \(mode); the mount is not there to read its label") }
         let mp = env.path(env.layout.mountpoint)
-        var value = [UInt8](repeating: 0, count: 256)
+        var value = [UInt8](repeating: 0, count: 4096)  // a context with a long MCS range fits
         let n = getxattr(mp, "security.selinux", &value, value.count)
         guard n > 0 else { return DoctorCheck("selinux", .ok, "SELinux is \(mode); \(mp) has no label to read") }
         let label = String(decoding: value.prefix(Int(n)).prefix { $0 != 0 }, as: UTF8.self)

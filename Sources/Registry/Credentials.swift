@@ -81,7 +81,9 @@ public struct CredentialStore: Sendable {
         for raw in text.split(separator: "\n", omittingEmptySubsequences: false) {
             let line = raw.trimmingCharacters(in: .whitespaces)
             if line.hasPrefix("[") {
-                table = line.trimmingCharacters(in: CharacterSet(charactersIn: "[] \t"))
+                // `[crio.image]  # a comment`: the header ends at its bracket.
+                let header = line.prefix { $0 != "#" }.trimmingCharacters(in: .whitespaces)
+                table = header.trimmingCharacters(in: CharacterSet(charactersIn: "[] \t"))
                 continue
             }
             guard table == "crio.image", line.hasPrefix("global_auth_file") else { continue }

@@ -40,7 +40,7 @@ struct CredentialTests {
     func pullSecretFiles() async throws {
         try await withTempDir { dir in
             try FileManager.default.createDirectory(atPath: dir + "/crio.conf.d", withIntermediateDirectories: true)
-            try "[crio]\n[crio.image]\nglobal_auth_file = \"/etc/main.json\"\n".write(toFile: dir + "/crio.conf", atomically: true, encoding: .utf8)
+            try "[crio]\n[crio.image]  # images\nglobal_auth_file = \"/etc/main.json\"\n".write(toFile: dir + "/crio.conf", atomically: true, encoding: .utf8)
             try "[crio.image]\npause_image = \"x\"\nglobal_auth_file = '/var/lib/kubelet/config.json'\n"
                 .write(toFile: dir + "/crio.conf.d/00-default", atomically: true, encoding: .utf8)
             try "[crio.runtime]\nglobal_auth_file = \"/not/this/table.json\"\n"
