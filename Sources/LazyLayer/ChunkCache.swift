@@ -123,16 +123,16 @@ public final class DiskChunkCache: Sendable {
         self.maxBytes = maxBytes
         self.logger = logger
         try FileManager.default.createDirectory(atPath: directory + "/sha256", withIntermediateDirectories: true)
-        let top = directory + "/sha256"
-        for sub in (try? FileManager.default.contentsOfDirectory(atPath: top)) ?? [] {
-            for name in (try? FileManager.default.contentsOfDirectory(atPath: top + "/" + sub)) ?? [] where name.hasPrefix(".wip-") {
-                unlink("\(top)/\(sub)/\(name)")
+        // One walk: what a crash left half-written goes; with a bound, the rest is counted.
+        var total: Int64 = 0
+        Self.entries(directory) { p, name in
+            if name.hasPrefix(".wip-") {
+                unlink(p)
+            } else if maxBytes != nil, !name.hasPrefix("."), let st = Self.attributes(p) {
+                total += Int64(st.st_size)
             }
         }
-        if maxBytes != nil {
-            let total = Self.files(directory).reduce(Int64(0)) { $0 + $1.size }
-            usage.withLock { $0 = total }
-        }
+        usage.withLock { $0 = total }
     }
 
     /// Bytes the cache holds.
@@ -141,15 +141,27 @@ public final class DiskChunkCache: Sendable {
     /// Chunk writes that failed (a full or failing disk): those chunks are held in memory only.
     public var failedWrites: Int { failing.withLock { $0.total } }
 
-    static func files(_ directory: String) -> [(path: String, size: Int64, used: Int)] {
-        var out: [(String, Int64, Int)] = []
+    /// Calls `body` with the path and name of every entry of the cache's two-level tree (`sha256/<2 hex>/<name>`).
+    static func entries(_ directory: String, _ body: (_ path: String, _ name: String) -> Void) {
         let top = directory + "/sha256"
         for sub in (try? FileManager.default.contentsOfDirectory(atPath: top)) ?? [] {
-            for name in (try? FileManager.default.contentsOfDirectory(atPath: top + "/" + sub)) ?? [] where !name.hasPrefix(".") {
-                let p = "\(top)/\(sub)/\(name)"
-                var st = stat()
-                if stat(p, &st) == 0 { out.append((p, Int64(st.st_size), st.st_mtim.tv_sec * 1_000_000_000 + st.st_mtim.tv_nsec)) }
+            for name in (try? FileManager.default.contentsOfDirectory(atPath: top + "/" + sub)) ?? [] {
+                body("\(top)/\(sub)/\(name)", name)
             }
+        }
+    }
+
+    private static func attributes(_ path: String) -> stat? {
+        var st = stat()
+        return stat(path, &st) == 0 ? st : nil
+    }
+
+    /// The chunk files: path, size and last use (mtime, in nanoseconds).
+    static func files(_ directory: String) -> [(path: String, size: Int64, used: Int)] {
+        var out: [(String, Int64, Int)] = []
+        entries(directory) { p, name in
+            guard !name.hasPrefix("."), let st = attributes(p) else { return }
+            out.append((p, Int64(st.st_size), st.st_mtim.tv_sec * 1_000_000_000 + st.st_mtim.tv_nsec))
         }
         return out
     }

@@ -72,15 +72,13 @@ public struct LayerMetrics: Sendable {
         for m in [bytesServed, bytesFetched] { m.destroy() }
     }
 
-    /// Records a duration in milliseconds.
-    public func record(_ r: Recorder, since start: ContinuousClock.Instant) {
+    /// Records the time since `start` in `perSecond`ths of a second (milliseconds by default; 1e6 for the
+    /// microsecond histogram).
+    public func record(_ r: Recorder, since start: ContinuousClock.Instant, perSecond: Double = 1e3) {
         let d = (ContinuousClock.now - start).components
-        r.record(Double(d.seconds) * 1e3 + Double(d.attoseconds) / 1e15)
+        r.record(Double(d.seconds) * perSecond + Double(d.attoseconds) * perSecond / 1e18)
     }
 
-    /// Records a duration in microseconds.
-    func recordMicroseconds(_ r: Recorder, since start: ContinuousClock.Instant) {
-        let d = (ContinuousClock.now - start).components
-        r.record(Double(d.seconds) * 1e6 + Double(d.attoseconds) / 1e12)
-    }
+    /// Records the time since `start` in microseconds.
+    func recordMicroseconds(_ r: Recorder, since start: ContinuousClock.Instant) { record(r, since: start, perSecond: 1e6) }
 }

@@ -1,5 +1,6 @@
 // SPDX-License-Identifier: Apache-2.0
 import Foundation
+import TOML
 
 /// A user name and secret for one registry.
 public struct Credential: Sendable, Equatable {
@@ -73,28 +74,13 @@ public struct CredentialStore: Sendable {
         return [directory + "/crio.conf"] + dropIns
     }
 
-    /// The `global_auth_file` of a crio.conf's `[crio.image]` table, if it sets one (a plain scan of the TOML lines:
-    /// the key is a basic or literal string in that table).
+    /// The `global_auth_file` of a crio.conf's `[crio.image]` table, if it sets one (nil, too, for a file that is
+    /// not TOML: CRI-O would not start with it).
     static func globalAuthFile(inCrioConf text: String) -> String? {
-        var table = ""
-        var found: String? = nil
-        for raw in text.split(separator: "\n", omittingEmptySubsequences: false) {
-            let line = raw.trimmingCharacters(in: .whitespaces)
-            if line.hasPrefix("[") {
-                // `[crio.image]  # a comment`: the header ends at its bracket.
-                let header = line.prefix { $0 != "#" }.trimmingCharacters(in: .whitespaces)
-                table = header.trimmingCharacters(in: CharacterSet(charactersIn: "[] \t"))
-                continue
-            }
-            guard table == "crio.image", line.hasPrefix("global_auth_file") else { continue }
-            let rest = line.dropFirst("global_auth_file".count).trimmingCharacters(in: .whitespaces)
-            guard rest.hasPrefix("=") else { continue }
-            let value = rest.dropFirst().trimmingCharacters(in: .whitespaces)
-            guard let q = value.first, q == "\"" || q == "'", let end = value.dropFirst().firstIndex(of: q) else { continue }
-            let v = String(value[value.index(after: value.startIndex)..<end])
-            found = v.isEmpty ? nil : v
-        }
-        return found
+        guard let root = try? TOML.parse(text),
+            let v = root["crio"]?.table?["image"]?.table?["global_auth_file"]?.string, !v.isEmpty
+        else { return nil }
+        return v
     }
 
     /// The credential for an image in `repository` on `host` (`registry:port`), or nil for anonymous access. Without

@@ -111,7 +111,15 @@ public final class RegistryClient: Sendable {
             metrics.fault(.badReply)
             return .retry(e)
         }
-        let outcome: RetryPolicy.Outcome<Value> = try configuration.retryPolicy.outcome(after: error, idempotent: true, wrap: wrap)
+        return try transportOutcome(after: error, idempotent: true, wrap: wrap)
+    }
+
+    /// ``RetryPolicy/outcome(after:idempotent:wrap:)`` for an attempt whose transport failed, counting the failure
+    /// as a fault of its kind when it is retried.
+    func transportOutcome<Value>(
+        after error: any Error, idempotent: Bool, wrap: (any Error) -> any Error
+    ) throws -> RetryPolicy.Outcome<Value> {
+        let outcome: RetryPolicy.Outcome<Value> = try configuration.retryPolicy.outcome(after: error, idempotent: idempotent, wrap: wrap)
         metrics.fault(RegistryFault(classifying: error))
         return outcome
     }
@@ -169,14 +177,10 @@ public final class RegistryClient: Sendable {
                         await redirects.remove(key)
                         (url, sendAuth, fromCache) = (origin, true, false)
                     }
-                    let outcome: RetryPolicy.Outcome<HTTPClientResponse> = try policy.outcome(
-                        after: error, idempotent: call.idempotent
-                    ) {
+                    return try transportOutcome(after: error, idempotent: call.idempotent) {
                         RegistryError(
                             .transport, "\(call.method) \(redact(url)) failed after \(attempt) attempts", cause: $0)
                     }
-                    metrics.fault(RegistryFault(classifying: error))
-                    return outcome
                 }
                 let status = Int(response.status.code)
                 // Right after a redirect, a 403 (or a 401 with no challenge to answer) is the storage URL refusing.
@@ -225,7 +229,7 @@ public final class RegistryClient: Sendable {
                     guard policy.decision(forStatus: status, idempotent: call.idempotent) == .retry else {
                         throw failure
                     }
-                    metrics.fault(status == 429 ? .rateLimited : .serverError)
+                    metrics.fault(RegistryFault(classifying: failure))
                     return .retry(failure, retryAfter: retryAfter)
                 default:
                     if redirectCount > 0, let key = call.redirectKey, (200..<300).contains(status) {
@@ -318,7 +322,7 @@ public final class RegistryClient: Sendable {
                     let failure = RegistryError(
                         .unauthorized, "token request to \(redact(url)) for \(scope) answered \(status)", status: status)
                     guard policy.decision(forStatus: status, idempotent: true) == .retry else { throw failure }
-                    metrics.fault(status == 429 ? .rateLimited : .serverError)
+                    metrics.fault(RegistryFault(classifying: failure))
                     return .retry(failure, retryAfter: RetryPolicy.retryAfter(r.headers.first(name: "Retry-After")))
                 }
                 guard let obj = try? JSONSerialization.jsonObject(with: Data(body)) as? [String: Any],
@@ -328,11 +332,9 @@ public final class RegistryClient: Sendable {
                 }
                 return .success(Token(token: token, expiresIn: obj["expires_in"] as? Int))
             } catch {
-                let outcome: RetryPolicy.Outcome<Token> = try policy.outcome(after: error, idempotent: true) {
+                return try transportOutcome(after: error, idempotent: true) {
                     RegistryError(.transport, "token request to \(redact(url)) failed", cause: $0)
                 }
-                metrics.fault(RegistryFault(classifying: error))
-                return outcome
             }
         }
     }
