@@ -26,6 +26,8 @@ let package = Package(
     products: [
         .executable(name: "stargz", targets: ["stargz"]),
         .executable(name: "stargz-store", targets: ["stargz-store"]),
+        // What registries.conf's additional-layer-store-auth-helper names: hands a pull's credentials to the store.
+        .executable(name: "stargz-store-helper", targets: ["stargz-store-helper"]),
         .library(name: "EStargz", targets: ["EStargz"]),
         .library(name: "OCI", targets: ["OCI"]),
         .library(name: "Compression", targets: ["Compression"]),
@@ -107,7 +109,7 @@ let package = Package(
         .target(
             name: "Store",
             dependencies: [
-                "LazyLayer", "FUSE", "Registry", "OCI", "EStargz", "TOML", .product(name: "Logging", package: "swift-log"),
+                "CLinuxSys", "LazyLayer", "FUSE", "Registry", "OCI", "EStargz", "TOML", .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
@@ -144,6 +146,8 @@ let package = Package(
             dependencies: ["StargzCLI", .product(name: "ArgumentParser", package: "swift-argument-parser")],
             swiftSettings: swiftSettings),
         .executableTarget(name: "stargz-store", dependencies: ["StargzCLI"], swiftSettings: swiftSettings),
+        // No dependencies: it runs once per pull, synchronously inside containers/image.
+        .executableTarget(name: "stargz-store-helper", dependencies: ["CLinuxSys"], swiftSettings: swiftSettings),
         .testTarget(name: "CompressionTests", dependencies: ["Compression"], swiftSettings: swiftSettings),
         .testTarget(name: "OCITests", dependencies: ["OCI"], swiftSettings: swiftSettings),
         .testTarget(

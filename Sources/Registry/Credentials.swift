@@ -31,15 +31,18 @@ public struct CredentialStore: Sendable {
     public var files: [String]
     /// Credentials given directly (tests, `--creds`), looked up before the files.
     public var explicit: [String: Credential]
+    /// Credentials handed over for a pull (`stargz-store-helper`), looked up first, for their repository only.
+    public var given: GivenCredentials?
 
     /// Creates a store over `files` (default: the standard locations for this process).
-    public init(files: [String]? = nil, explicit: [String: Credential] = [:]) {
+    public init(files: [String]? = nil, explicit: [String: Credential] = [:], given: GivenCredentials? = nil) {
         self.files = files ?? CredentialStore.defaultFiles()
         self.explicit = explicit
+        self.given = given
     }
 
     /// The standard credential files for this process's environment.
-    public static func defaultFiles(environment: [String: String]? = nil) -> [String] {
+    public static func defaultFiles(environment: [String: String]? = nil, crio: [String]? = nil) -> [String] {
         let env = environment ?? ProcessInfo.processInfo.environment
         var out: [String] = []
         if let f = env["REGISTRY_AUTH_FILE"], !f.isEmpty { out.append(f) }
@@ -49,7 +52,7 @@ public struct CredentialStore: Sendable {
         out.append("\(home)/.config/containers/auth.json")
         if let d = env["DOCKER_CONFIG"], !d.isEmpty { out.append("\(d)/config.json") }
         out.append("\(home)/.docker/config.json")
-        for f in pullSecretFiles() where !out.contains(f) { out.append(f) }
+        for f in pullSecretFiles(crio: crio ?? crioConfigFiles()) where !out.contains(f) { out.append(f) }
         return out
     }
 
@@ -86,6 +89,7 @@ public struct CredentialStore: Sendable {
     /// The credential for an image in `repository` on `host` (`registry:port`), or nil for anonymous access. Without
     /// a repository, only the host's entries count.
     public func credential(for host: String, repository: String? = nil) throws -> Credential? {
+        if let given, let repository, let c = given.credential(host: host, repository: repository) { return c }
         let scopes = Self.scopes(host, repository)
         for s in scopes { if let c = explicit[s] { return c } }
         for f in files {

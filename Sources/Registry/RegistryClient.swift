@@ -254,6 +254,12 @@ public final class RegistryClient: Sendable {
         return "\(u.scheme ?? ""):\(u.host ?? ""):\(u.port ?? 0)"
     }
 
+    /// Forgets the bearer tokens and basic authorizations kept for `repository` on `host` (`host` as in a
+    /// reference; Docker Hub's names are one), so that nothing made with dropped credentials is used again.
+    public func forgetAuthorizations(host: String, repository: String) async {
+        await tokens.forget(host: host, repository: repository)
+    }
+
     /// The URL without its query (signed redirect URLs carry secrets there).
     func redact(_ url: String) -> String { url.split(separator: "?", maxSplits: 1).first.map(String.init) ?? url }
 
@@ -393,6 +399,16 @@ actor TokenCache {
             return nil
         }
         return e.value
+    }
+
+    /// Forgets every authorization for `repository` on `host` (its credentials were dropped).
+    func forget(host: String, repository: String) {
+        let h = CredentialStore.canonicalHost(host)
+        entries = entries.filter { key, _ in
+            guard let space = key.firstIndex(of: " ") else { return true }
+            let scope = key[key.index(after: space)...]
+            return !(CredentialStore.canonicalHost(String(key[..<space])) == h && scope.hasPrefix("repository:\(repository):"))
+        }
     }
 
     /// Keeps an authorization for `scope` on `host`: a bearer token until shortly before it expires, basic

@@ -16,7 +16,7 @@ public struct StoreCommand: AsyncParsableCommand {
         commandName: "stargz-store",
         abstract: "Serve eStargz layers lazily as a containers/storage Additional Layer Store (FUSE).",
         discussion: """
-            Usage: stargz-store [-config PATH] [-log-level LEVEL] [-root DIR] MOUNTPOINT
+            Usage: stargz-store [-config PATH] [-log-level LEVEL] [-root DIR] [-addr SOCKET] MOUNTPOINT
 
             Point storage.conf at it: additionallayerstores = ["MOUNTPOINT:ref"]. Runs until SIGINT or SIGTERM,
             then unmounts. With NOTIFY_SOCKET set (systemd Type=notify) it sends READY=1 once the mount answers.
@@ -32,6 +32,11 @@ public struct StoreCommand: AsyncParsableCommand {
 
     @Option(name: [.customLong("root", withSingleDash: true), .customLong("root")], help: "Root directory.")
     var root: String = StoreDaemon.Paths.defaultRoot
+
+    @Option(
+        name: [.customLong("addr", withSingleDash: true), .customLong("addr")],
+        help: "The control socket stargz-store-helper hands credentials to (default: ROOT/store.sock).")
+    var addr: String?
 
     @Argument(help: "The mount point of the store (or `config default`).")
     var arguments: [String] = []
@@ -54,7 +59,7 @@ public struct StoreCommand: AsyncParsableCommand {
         CLinuxSys_tuneMallocForDaemon(2, 1 << 20)
         let level = JSONLogHandler.level(logLevel)!
         let logger = Logger(label: "stargz.store") { JSONLogHandler(label: $0, level: level) }
-        let paths = StoreDaemon.Paths(config: config, root: root, mountPoint: arguments[0])
+        let paths = StoreDaemon.Paths(config: config, root: root, mountPoint: arguments[0], socket: addr)
         let daemon: StoreDaemon
         do { daemon = try StoreDaemon.load(paths: paths, logger: logger) } catch {
             logger.critical("\(error.code): \(error)", metadata: error.key.map { ["key": "\($0)"] } ?? [:])

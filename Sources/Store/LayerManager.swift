@@ -131,6 +131,8 @@ public final class LayerManager: Sendable {
             }
             if first {
                 metrics.layersResolved.increment()
+                // Credentials handed over for the repository the layer is read from are kept while it lives.
+                client.credentials.given?.hold(host: kept.blob.reference.registry, repository: kept.blob.reference.repository, by: key)
                 kept.lazy.startBackgroundWork()
             }
             return kept
@@ -291,7 +293,11 @@ public final class LayerManager: Sendable {
     /// False when the layer is not known (a restart lost the count).
     public func release(_ ref: Reference, _ digest: Digest) -> Bool {
         let key = Self.key(ref, digest)
-        guard let layer = state.withLock({ $0.layers[key] }) else { return false }
+        guard let layer = state.withLock({ $0.layers[key] }) else {
+            // A layer of a previous run (credentials it held are in the file): it is not used any more either.
+            client.credentials.given?.release(holder: key)
+            return false
+        }
         let n = layer.references.withLock { c in
             c -= 1
             return c
@@ -306,6 +312,7 @@ public final class LayerManager: Sendable {
             // Called on a FUSE reader thread, which must not wait: the layer's tasks are cancelled and awaited
             // in a task of their own.
             Task { await retire(layer) }
+            client.credentials.given?.release(holder: key)
             metrics.layersReleased.increment()
             logger.info("layer released", metadata: ["image.ref": "\(ref)", "layer.digest": "\(digest)"])
         }

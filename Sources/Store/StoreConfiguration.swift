@@ -19,6 +19,9 @@ public struct StoreConfiguration: Sendable, Equatable {
         public static let fuseReaderThreads: Int64 = 8
         public static let readAroundSize: Int64 = 64 << 10
         public static let silencePeriodMilliseconds: Int64 = 5000
+        public static let credentialsDirectory = "/run/stargz-store"
+        public static let credentialsTTLSeconds: Int64 = 86400
+        public static let crioConfigDirectory = "/etc/crio"
     }
 
     public var noPrefetch = false
@@ -48,6 +51,14 @@ public struct StoreConfiguration: Sendable, Equatable {
     public var silencePeriodMilliseconds = Defaults.silencePeriodMilliseconds
     /// Where `/metrics` is served (`host:port`; upstream key, which upstream's store ignores). Nil: nowhere.
     public var metricsAddress: String?
+    /// `[credentials] dir`: where the credentials stargz-store-helper hands over are kept (a tmpfs: they last until
+    /// a reboot; the unit's RuntimeDirectory).
+    public var credentialsDirectory = Defaults.credentialsDirectory
+    /// `[credentials] ttl_sec`: how long credentials no layer holds are kept after they were last given.
+    public var credentialsTTLSeconds = Defaults.credentialsTTLSeconds
+    /// `[credentials] crio_config_dir`: where crio.conf and crio.conf.d are (for `global_auth_file`, the node's pull
+    /// secret).
+    public var crioConfigDirectory = Defaults.crioConfigDirectory
     /// `[[resolver.host."H".mirrors]]`.
     public var hosts: [String: HostConfiguration] = [:]
 
@@ -66,7 +77,8 @@ public struct StoreConfiguration: Sendable, Equatable {
         "blob.prefetch_chunk_size", "blob.max_retries", "blob.min_wait_msec", "blob.max_wait_msec",
         "directory_cache.max_lru_cache_entry", "directory_cache.max_cache_fds", "directory_cache.sync_add",
         "directory_cache.direct", "fuse.attr_timeout", "fuse.entry_timeout", "kubeconfig_keychain.enable_keychain",
-        "kubeconfig_keychain.kubeconfig_path", "resolver.host",
+        "kubeconfig_keychain.kubeconfig_path", "resolver.host", "credentials", "credentials.dir", "credentials.ttl_sec",
+        "credentials.crio_config_dir",
     ]
 
     /// Parses config.toml text. Returns the configuration and warnings (unknown keys); throws on values of
@@ -79,7 +91,7 @@ public struct StoreConfiguration: Sendable, Equatable {
         var badKeys: [String] = []
         var warnings: [String] = []
         for (k, v) in root.entries {
-            if case .table(let t) = v, ["blob", "directory_cache", "fuse", "kubeconfig_keychain", "background_fetch"].contains(k) {
+            if case .table(let t) = v, ["blob", "directory_cache", "fuse", "kubeconfig_keychain", "background_fetch", "credentials"].contains(k) {
                 for (k2, _) in t.entries where !known.contains("\(k).\(k2)") { warnings.append("unknown key \(k).\(k2)") }
             } else if !known.contains(k) {
                 warnings.append("unknown key \(k)")
@@ -119,6 +131,16 @@ public struct StoreConfiguration: Sendable, Equatable {
         int(fuse, "reader_threads", "fuse.reader_threads", min: 2, max: 16, &c.fuseReaderThreads)
         int(root["background_fetch"]?.table, "silence_period_msec", "background_fetch.silence_period_msec", max: 3_600_000,
             &c.silencePeriodMilliseconds)
+        let credentials = root["credentials"]?.table
+        int(credentials, "ttl_sec", "credentials.ttl_sec", min: 1, max: 30 * 86400, &c.credentialsTTLSeconds)
+        for (key, path) in [("dir", \StoreConfiguration.credentialsDirectory), ("crio_config_dir", \.crioConfigDirectory)] {
+            guard let v = credentials?[key] else { continue }
+            guard let s = v.string, s.hasPrefix("/"), !s.contains("\0") else {
+                bad("credentials.\(key)", "must be an absolute path")
+                continue
+            }
+            c[keyPath: path] = s
+        }
         if let v = root["metrics_address"] {
             if let a = v.string { c.metricsAddress = a.isEmpty ? nil : a } else { bad("metrics_address", "must be a string") }
         }
@@ -177,6 +199,14 @@ public struct StoreConfiguration: Sendable, Equatable {
 
         [background_fetch]
         silence_period_msec = \(Defaults.silencePeriodMilliseconds)
+
+        [credentials]
+        # Where the credentials stargz-store-helper hands over are kept, mode 0600 (a tmpfs: until a reboot).
+        dir = "\(Defaults.credentialsDirectory)"
+        # How long credentials that no layer uses are kept after they were last given.
+        ttl_sec = \(Defaults.credentialsTTLSeconds)
+        # CRI-O's configuration, for global_auth_file (the node's pull secret).
+        crio_config_dir = "\(Defaults.crioConfigDirectory)"
 
         # Mirrors and plain-HTTP hosts:
         # [[resolver.host."registry.example.com".mirrors]]

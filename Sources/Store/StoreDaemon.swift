@@ -23,20 +23,25 @@ public struct StoreDaemon: Service, Sendable {
         public var root: String
         /// The mount point of the store (the `additionallayerstores` path).
         public var mountPoint: String
+        /// The control socket `stargz-store-helper` hands credentials to (`-addr`; default `<root>/store.sock`).
+        public var socket: String
 
         /// Upstream's paths (`Deploy.StoreLayout` writes the same ones into the units and storage.conf).
         public static let defaultConfig = "/etc/stargz-store/config.toml"
         public static let defaultRoot = "/var/lib/stargz-store"
 
         /// Creates paths.
-        public init(config: String = Paths.defaultConfig, root: String = Paths.defaultRoot, mountPoint: String) {
+        public init(config: String = Paths.defaultConfig, root: String = Paths.defaultRoot, mountPoint: String, socket: String? = nil) {
             self.config = config
             self.root = root
             self.mountPoint = mountPoint
+            self.socket = socket ?? root + "/store.sock"
         }
 
         /// The chunk cache.
         public var chunks: String { root + "/chunks" }
+        /// The socket under the default root, where `stargz-store-helper` looks.
+        public static let defaultSocket = defaultRoot + "/store.sock"
     }
 
     /// The paths.
@@ -111,20 +116,45 @@ public struct StoreDaemon: Service, Sendable {
         try await run(until: { try? await gracefulShutdown() })
     }
 
+    /// The credentials handed over by `stargz-store-helper`, in `[credentials] dir` (what a previous run was given
+    /// is read back).
+    public func givenCredentials() -> GivenCredentials {
+        let given = GivenCredentials(
+            file: configuration.credentialsDirectory + "/credentials.json", ttl: .seconds(configuration.credentialsTTLSeconds))
+        if let p = given.problem { logger.warning("credentials of a previous run are not used: \(p)") }
+        return given
+    }
+
+    /// The credential files: Podman's, Docker's, then the node's pull secret (CRI-O's `global_auth_file` under
+    /// `[credentials] crio_config_dir`, and the kubelet's).
+    public func credentialFiles(environment: [String: String]? = nil) -> [String] {
+        CredentialStore.defaultFiles(
+            environment: environment,
+            crio: CredentialStore.crioConfigFiles(directory: configuration.crioConfigDirectory))
+    }
+
     /// Sets up, mounts, says READY (systemd's `NOTIFY_SOCKET`, and `ready`), serves until `stop` returns, then
-    /// unmounts, stops every layer's work and closes the listeners.
+    /// unmounts, stops every layer's work and closes the listeners. `credentials` (default: ``credentialFiles(environment:)``)
+    /// gets the helper's credentials (``givenCredentials()``), looked up first.
     public func run(
-        registriesConf: [String] = RegistriesConf.defaultFiles(), credentials: CredentialStore = CredentialStore(),
+        registriesConf: [String] = RegistriesConf.defaultFiles(), credentials: CredentialStore? = nil,
         ready: @Sendable () -> Void = {}, until stop: @Sendable () async -> Void
     ) async throws(StoreError) {
         var settings = RegistriesConf.Settings()
         do { settings = try RegistriesConf.load(registriesConf) } catch { logger.warning("registries.conf is ignored: \(error)") }
         let metrics = StoreMetrics()
+        var store = credentials ?? CredentialStore(files: credentialFiles())
+        let given = givenCredentials()
+        store.given = given
         let client = RegistryClient(
-            configuration: registryConfiguration(registriesConf: settings), credentials: credentials, logger: logger,
+            configuration: registryConfiguration(registriesConf: settings), credentials: store, logger: logger,
             metrics: metrics.registryMetrics)
+        // Authorizations made with dropped credentials are forgotten with them.
+        given.onDrop { [client] registry, repository in
+            Task { await client.forgetAuthorizations(host: registry, repository: repository) }
+        }
         do {
-            try await serve(client, metrics, ready: ready, until: stop)
+            try await serve(client, metrics, given, ready: ready, until: stop)
         } catch {
             try? await client.shutdown()
             throw error
@@ -134,7 +164,7 @@ public struct StoreDaemon: Service, Sendable {
     }
 
     private func serve(
-        _ client: RegistryClient, _ storeMetrics: StoreMetrics, ready: @Sendable () -> Void,
+        _ client: RegistryClient, _ storeMetrics: StoreMetrics, _ given: GivenCredentials, ready: @Sendable () -> Void,
         until stop: @Sendable () async -> Void
     ) async throws(StoreError) {
         let mountPoint = paths.mountPoint
@@ -163,11 +193,27 @@ public struct StoreDaemon: Service, Sendable {
                 throw StoreError(.setup, "cannot serve metrics at \(address)", key: "metrics_address", cause: error)
             }
         }
+        let control: ControlServer
+        do {
+            control = try await ControlServer.start(path: paths.socket, credentials: given, logger: logger)
+        } catch {
+            await metrics?.close()
+            throw StoreError(.setup, "cannot serve the control socket \(paths.socket)", cause: error)
+        }
+        // Credentials that no layer holds expire (a pull that never used them).
+        let sweeper = Task {
+            while !Task.isCancelled {
+                try? await Task.sleep(for: .seconds(60))
+                given.sweep()
+            }
+        }
+        defer { sweeper.cancel() }
         let session: FUSESession
         do {
             let options = fuseOptions, logger = logger
             session = try await runBlocking { try FUSESession.mount(fs, at: mountPoint, options: options, logger: logger) }
         } catch {
+            await control.close()
             await metrics?.close()
             throw StoreError(.setup, "failed to mount \(mountPoint)", cause: error)
         }
@@ -178,7 +224,10 @@ public struct StoreDaemon: Service, Sendable {
         }
         logger.info(
             "store mounted; content verification is on (TOC digest and every chunk)",
-            metadata: ["mountpoint": "\(mountPoint)", "root": "\(paths.root)"])
+            metadata: [
+                "mountpoint": "\(mountPoint)", "root": "\(paths.root)", "control": "\(paths.socket)",
+                "credentials.held": "\(given.scopes.count)",
+            ])
         let notified = SystemdNotify.send("READY=1")
         logger.debug("SdNotifyReady", metadata: ["notified": "\(notified)", "answers": "\(answers)"])
         ready()
@@ -187,6 +236,7 @@ public struct StoreDaemon: Service, Sendable {
         SystemdNotify.send("STOPPING=1")
         // Unmount first, so that no read comes to a closing layer; then stop every layer's work.
         await runBlocking { session.unmount() }
+        await control.close()
         await manager.close()
         await metrics?.close()
     }

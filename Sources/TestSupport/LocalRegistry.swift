@@ -17,15 +17,22 @@ public final class LocalRegistry: Sendable {
     private let helpers: Mutex<[Process]>
     /// The token server (`127.0.0.1:PORT`) when started with token auth.
     public let tokenServer: String?
+    private let output: Mutex<String>
 
-    private init(host: String, port: Int, directory: String, process: Process, helpers: [Process], tokenServer: String?) {
+    private init(
+        host: String, port: Int, directory: String, process: Process, helpers: [Process], tokenServer: String?, output: String
+    ) {
         self.host = host
         self.port = port
         self.directory = directory
         self.process = Mutex(process)
         self.helpers = Mutex(helpers)
         self.tokenServer = tokenServer
+        self.output = Mutex(output)
     }
+
+    /// The registry's log so far (one line per request it served, among others; the last 4 MiB).
+    public var log: String { output.withLock { $0 } }
 
     deinit { stop() }
 
@@ -114,10 +121,18 @@ public final class LocalRegistry: Sendable {
             }
             log += String(decoding: data, as: UTF8.self)
         }
-        // Keep draining its log so it never blocks on a full pipe.
-        handle.readabilityHandler = { h in _ = h.availableData }
-        return LocalRegistry(
-            host: "127.0.0.1:\(port)", port: port, directory: dir, process: p, helpers: helpers, tokenServer: tokenHost)
+        let registry = LocalRegistry(
+            host: "127.0.0.1:\(port)", port: port, directory: dir, process: p, helpers: helpers, tokenServer: tokenHost,
+            output: log)
+        // Keep draining its log so it never blocks on a full pipe; what it says is kept for tests to read.
+        handle.readabilityHandler = { [weak registry] h in
+            let data = h.availableData
+            registry?.output.withLock { s in
+                s += String(decoding: data, as: UTF8.self)
+                if s.utf8.count > 4 << 20 { s = String(s.suffix(2 << 20)) }
+            }
+        }
+        return registry
     }
 
     /// Stops the registry and removes its storage.

@@ -2,6 +2,7 @@
 // Linux headers that Glibc's Swift module map does not export.
 #ifndef CLINUXSYS_H
 #define CLINUXSYS_H
+#include <stdint.h>
 #include <sys/xattr.h>
 #include <sys/ioctl.h>
 #include <unistd.h>
@@ -19,4 +20,13 @@ static inline int CLinuxSys_terminalColumns(int fd) {
     if (ioctl(fd, TIOCGWINSZ, &ws) == 0 && ws.ws_col > 0) return ws.ws_col;
     return 80;
 }
+/// `struct ucred` (SO_PEERCRED), which glibc declares only under _GNU_SOURCE: the same layout.
+typedef struct {
+    int32_t pid;
+    uint32_t uid;
+    uint32_t gid;
+} CLinuxSys_PeerCredentials;
+/// The process at the other end of a connected unix socket, as the kernel saw it at connect(2) (SO_PEERCRED);
+/// -1 and errno on failure.
+int CLinuxSys_peerCredentials(int fd, CLinuxSys_PeerCredentials *out);
 #endif
