@@ -14,6 +14,13 @@ public struct Credential: Sendable, Equatable {
         self.username = username
         self.password = password
     }
+
+    /// An identity token (an OAuth2 refresh token; `identitytoken` in auth files, `identityToken` from the helper):
+    /// exchanged at the token realm, never sent as basic credentials.
+    public static func identityToken(_ token: String) -> Credential { Credential(username: "<token>", password: token) }
+
+    /// Whether this is an identity token.
+    public var isIdentityToken: Bool { username == "<token>" }
 }
 
 /// Finds credentials where Podman, Docker, CRI-O and the kubelet keep them.
@@ -167,7 +174,7 @@ public struct CredentialStore: Sendable {
                     return Credential(username: String(s[..<colon]), password: String(s[s.index(after: colon)...]))
                 }
                 if let token = entry["identitytoken"] as? String, !token.isEmpty {
-                    return Credential(username: "<token>", password: token)
+                    return .identityToken(token)
                 }
             }
         }

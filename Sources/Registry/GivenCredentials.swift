@@ -36,7 +36,7 @@ public final class GivenCredentials: Sendable {
         var scope: String { registry + "/" + repository }
 
         var credential: Credential? {
-            if let t = identityToken, !t.isEmpty { return Credential(username: "<token>", password: t) }
+            if let t = identityToken, !t.isEmpty { return .identityToken(t) }
             guard (username ?? "") != "" || (password ?? "") != "" else { return nil }
             return Credential(username: username ?? "", password: password ?? "")
         }

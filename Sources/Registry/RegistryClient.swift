@@ -295,6 +295,22 @@ public final class RegistryClient: Sendable {
         }
     }
 
+    /// `application/x-www-form-urlencoded`: everything but unreserved characters as %XX.
+    static func formEncoded(_ s: String) -> String {
+        var out = ""
+        for b in s.utf8 {
+            switch b {
+            case UInt8(ascii: "a")...UInt8(ascii: "z"), UInt8(ascii: "A")...UInt8(ascii: "Z"), UInt8(ascii: "0")...UInt8(ascii: "9"),
+                UInt8(ascii: "-"), UInt8(ascii: "."), UInt8(ascii: "_"), UInt8(ascii: "~"):
+                out.unicodeScalars.append(Unicode.Scalar(b))
+            default:
+                let hex = String(b, radix: 16, uppercase: true)
+                out += (hex.count == 1 ? "%0" : "%") + hex
+            }
+        }
+        return out
+    }
+
     struct Token {
         var token: String
         var expiresIn: Int?
@@ -308,10 +324,22 @@ public final class RegistryClient: Sendable {
         if let service { items.append(URLQueryItem(name: "service", value: service)) }
         items.append(URLQueryItem(name: "scope", value: scope))
         comps.queryItems = items
-        guard let url = comps.string else { throw RegistryError(.unauthorized, "\(host): invalid token realm \"\(realm)\"") }
+        guard var url = comps.string else { throw RegistryError(.unauthorized, "\(host): invalid token realm \"\(realm)\"") }
         var req = HTTPClientRequest(url: url)
         req.headers.add(name: "User-Agent", value: configuration.userAgent)
-        if let credential {
+        if let credential, credential.isIdentityToken {
+            // An identity token is an OAuth2 refresh token: POSTed to the realm as a form (the distribution token
+            // spec's OAuth2 flow, which containers/image uses for it), never sent as basic credentials.
+            url = realm
+            req = HTTPClientRequest(url: url)
+            req.method = .POST
+            req.headers.add(name: "User-Agent", value: configuration.userAgent)
+            req.headers.add(name: "Content-Type", value: "application/x-www-form-urlencoded")
+            var form = [("grant_type", "refresh_token"), ("refresh_token", credential.password), ("client_id", "stargz-swift")]
+            if let service { form.append(("service", service)) }
+            form.append(("scope", scope))
+            req.body = .bytes(ByteBuffer(string: form.map { "\(Self.formEncoded($0))=\(Self.formEncoded($1))" }.joined(separator: "&")))
+        } else if let credential {
             let raw = Data("\(credential.username):\(credential.password)".utf8).base64EncodedString()
             req.headers.add(name: "Authorization", value: "Basic \(raw)")
         }

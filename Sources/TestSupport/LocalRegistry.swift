@@ -48,10 +48,11 @@ public final class LocalRegistry: Sendable {
     }
 
     /// Starts a registry; with `basicAuth`, behind htpasswd basic authentication; with `tokenAuth`, behind a
-    /// token server (scripts/testing/tokenserver.py) that gives `user:password` tokens of `lifetime` seconds.
+    /// token server (scripts/testing/tokenserver.py) that gives `user:password` tokens of `lifetime` seconds, and
+    /// with `refreshToken`, tokens for that OAuth2 refresh token (an identity token) too.
     public static func start(
         basicAuth: (user: String, password: String)? = nil,
-        tokenAuth: (user: String, password: String, lifetime: Int)? = nil
+        tokenAuth: (user: String, password: String, lifetime: Int)? = nil, refreshToken: String? = nil
     ) throws -> LocalRegistry {
         guard FileManager.default.isExecutableFile(atPath: "/usr/bin/docker-registry") else {
             throw SupportError("docker-registry is not installed (apt-get install docker-registry)")
@@ -74,7 +75,8 @@ public final class LocalRegistry: Sendable {
             ])
             let script = Paths.repoRoot.appendingPathComponent("scripts/testing/tokenserver.py").path
             let (proc, port) = try startScript(
-                "/usr/bin/python3", [script, dir, t.user, t.password, "--lifetime", String(t.lifetime)])
+                "/usr/bin/python3",
+                [script, dir, t.user, t.password, "--lifetime", String(t.lifetime)] + (refreshToken.map { ["--refresh-token", $0] } ?? []))
             helpers.append(proc)
             tokenHost = "127.0.0.1:\(port)"
             auth = """

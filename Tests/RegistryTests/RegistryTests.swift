@@ -126,6 +126,29 @@ struct RegistryTests {
         try await anon.shutdown()
     }
 
+    @Test("an identity token is an OAuth2 refresh token: POSTed to the realm as a form, never sent as basic credentials")
+    func identityToken() async throws {
+        let registry = try LocalRegistry.start(tokenAuth: ("bob", "pw", 60), refreshToken: "refresh+/=tok")
+        defer { registry.stop() }
+        let push = client(registry, credentials: CredentialStore(files: [], explicit: [registry.host: Credential(username: "bob", password: "pw")]))
+        let ref = try Reference("\(registry.host)/tok/id:v1")
+        try await TestImage.push(push, ref, layers: [TestImage.tar([("f", Array("identity".utf8))])])
+        try await push.shutdown()
+        let stats = { () throws -> [String: Int] in
+            let reply = try httpGet(registry.tokenServer!, "/__stats")
+            return try JSONSerialization.jsonObject(with: Data(reply[reply.range(of: "\r\n\r\n")!.upperBound...].utf8)) as! [String: Int]
+        }
+        let before = try stats()["oauth2"] ?? 0
+        let c = client(registry, credentials: CredentialStore(files: [], explicit: [registry.host: .identityToken("refresh+/=tok")]))
+        let image = try await c.resolve(ref)
+        #expect(image.decoded.layers.count == 1)
+        #expect(try stats()["oauth2"] == before + 1, "the token did not come from the OAuth2 exchange")
+        try await c.shutdown()
+        let wrong = client(registry, credentials: CredentialStore(files: [], explicit: [registry.host: .identityToken("refresh+/=other")]))
+        await #expect(throws: RegistryError.self) { _ = try await wrong.resolve(ref) }
+        try await wrong.shutdown()
+    }
+
     @Test("short-lived tokens: a token about to expire is refreshed before the request, not after a failure")
     func tokenExpiry() async throws {
         // The token server says expires_in=3; the client refreshes 5 s before expiry, so every request needs a fresh token.

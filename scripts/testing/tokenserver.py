@@ -2,10 +2,11 @@
 # SPDX-License-Identifier: Apache-2.0
 """A Docker registry token server for tests (stdlib + the openssl CLI).
 
-usage: tokenserver.py DIR USER PASSWORD [--lifetime SECONDS]
+usage: tokenserver.py DIR USER PASSWORD [--lifetime SECONDS] [--refresh-token TOKEN]
 DIR holds key.pem and cert.pem (ES256). Issues JWTs (x5c header) for the scopes asked for, to USER:PASSWORD
 (any other credentials get 401; anonymous requests get a token without access). Prints "listening on PORT".
-GET /__stats answers {"tokens": n}.
+With --refresh-token, POST (OAuth2: grant_type=refresh_token&refresh_token=TOKEN as a form) issues tokens too;
+a wrong refresh token gets 401. GET /__stats answers {"tokens": n, "oauth2": n}.
 """
 import argparse, base64, http.server, json, os, signal, subprocess, threading, time, urllib.parse
 
@@ -17,9 +18,10 @@ ap.add_argument("dir")
 ap.add_argument("user")
 ap.add_argument("password")
 ap.add_argument("--lifetime", type=int, default=60)
+ap.add_argument("--refresh-token", default=None)
 args = ap.parse_args()
 lock = threading.Lock()
-stats = {"tokens": 0}
+stats = {"tokens": 0, "oauth2": 0}
 
 
 def b64url(b):
@@ -92,6 +94,19 @@ class Handler(http.server.BaseHTTPRequestHandler):
         with lock:
             stats["tokens"] += 1
         self.reply(200, {"token": t, "access_token": t, "expires_in": args.lifetime})
+
+
+    def do_POST(self):
+        n = int(self.headers.get("Content-Length", "0"))
+        form = urllib.parse.parse_qs(self.rfile.read(n).decode())
+        if form.get("grant_type") != ["refresh_token"] or args.refresh_token is None \
+                or form.get("refresh_token") != [args.refresh_token]:
+            return self.reply(401, {"error": "invalid_grant"})
+        t = token(form.get("service", [""])[0], form.get("scope", []), True)
+        with lock:
+            stats["tokens"] += 1
+            stats["oauth2"] += 1
+        self.reply(200, {"access_token": t, "expires_in": args.lifetime})
 
 
 server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
