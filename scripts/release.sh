@@ -5,9 +5,11 @@
 #                                       else 0.1.0-dev
 #
 # The tarball holds, at its top level (as upstream's release archives do, so the unit's download step takes
-# `stargz-store` from it):
+# `stargz-store` and `stargz-store-helper` from it):
 #   stargz-store                    the executable
 #   stargz -> stargz-store          a symlink: called as `stargz`, it is the stargz tool
+#   stargz-store-helper             the additional-layer-store-auth-helper that registries.conf names: containers/image
+#                                   runs it once per pull and it hands the pull's credentials to the store
 #   config.toml                     the store's default config (`stargz-store config default`)
 #   stargz-store.service            the systemd unit (`stargz deploy systemd-unit`, default paths)
 #   LICENSE  VERSION
@@ -68,16 +70,19 @@ flags=(-c release --scratch-path "$scratch" --static-swift-stdlib --disable-loca
        -Xlinker "$scratch/rhel9-symbols.o")
 for s in hypot hypotf _ZNSt18condition_variable4waitERSt11unique_lockISt5mutexE; do flags+=(-Xlinker "--wrap=$s"); done
 export STARGZ_VERSION=$version STARGZ_COMMIT=$commit
-echo "== building stargz-store $version ($commit)" >&2
+echo "== building stargz-store and stargz-store-helper $version ($commit)" >&2
 swift build "${flags[@]}" --product stargz-store >&2
+swift build "${flags[@]}" --product stargz-store-helper >&2
 bin=$(swift build "${flags[@]}" --show-bin-path)
 
 # The tree of the tarball. Debug info is stripped (the symbol table stays, for backtraces).
 stage=$scratch/stage/$name
 rm -rf "$scratch/stage"
 mkdir -p "$stage"
-strip --strip-debug -o "$stage/stargz-store" "$bin/stargz-store"
-chmod 0755 "$stage/stargz-store"
+for exe in stargz-store stargz-store-helper; do
+  strip --strip-debug -o "$stage/$exe" "$bin/$exe"
+  chmod 0755 "$stage/$exe"
+done
 ln -s stargz-store "$stage/stargz"
 "$stage/stargz-store" config default >"$stage/config.toml"
 "$stage/stargz" deploy systemd-unit >"$stage/stargz-store.service"
@@ -88,7 +93,7 @@ chmod 0644 "$stage/config.toml" "$stage/stargz-store.service" "$stage/LICENSE" "
 epoch=$(git log -1 --format=%ct 2>/dev/null || date +%s)
 out=dist/$name.tar.gz
 tar --sort=name --owner=0 --group=0 --numeric-owner --mtime="@$epoch" --format=gnu \
-    -C "$stage" -cf - stargz-store stargz config.toml stargz-store.service LICENSE VERSION \
+    -C "$stage" -cf - stargz-store stargz stargz-store-helper config.toml stargz-store.service LICENSE VERSION \
   | gzip -n -9 >"$out.tmp"
 mv "$out.tmp" "$out"
 (cd dist && sha256sum "$name.tar.gz" >"$name.tar.gz.sha256.tmp" && mv "$name.tar.gz.sha256.tmp" "$name.tar.gz.sha256")

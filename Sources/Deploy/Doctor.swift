@@ -73,7 +73,7 @@ public struct DoctorEnvironment: Sendable {
 }
 
 /// Checks a node: FUSE, the binary, config.toml, the unit, the mount (and that only root can use it),
-/// storage.conf, registries.conf, disk space and kernel FUSE passthrough.
+/// storage.conf, registries.conf and its auth helper, the pull secret, SELinux, disk space and kernel FUSE passthrough.
 public enum Doctor {
     /// Runs every check, in the order a broken node is best repaired.
     public static func run(_ env: DoctorEnvironment) -> [DoctorCheck] {
@@ -81,8 +81,8 @@ public enum Doctor {
         let mount = self.mount(env)
         return [
             fuse(env), binary(env), config.check, unit(env), mount.check, mountRoot(env, mount),
-            mountOptions(env, mount), storageConf(env), registries(env), pullSecret(env), selinux(env, mount),
-            disk(env, cacheBytes: config.cacheBytes ?? env.defaultCacheBytes), passthrough(env),
+            mountOptions(env, mount), storageConf(env), registries(env), authHelper(env), pullSecret(env),
+            selinux(env, mount), disk(env, cacheBytes: config.cacheBytes ?? env.defaultCacheBytes), passthrough(env),
         ]
     }
 
@@ -378,15 +378,25 @@ public enum Doctor {
         return DoctorCheck("storage.conf", .failed, "\(p) does not list \"\(entry)\" in [storage.options] additionallayerstores", fix: fix)
     }
 
-    static func registries(_ env: DoctorEnvironment) -> DoctorCheck {
+    /// The registries.conf files in the order containers/image merges them (under the prefix): the main file
+    /// (`CONTAINERS_REGISTRIES_CONF`, else /etc/containers/registries.conf), then the `*.conf` files of the
+    /// `registries.conf.d` beside it, in lexical order. Missing files are listed too; readers skip them.
+    static func registriesFiles(_ env: DoctorEnvironment) -> [String] {
         var files: [String]
         if let e = env.environment["CONTAINERS_REGISTRIES_CONF"] { files = [env.path(e)] } else {
             files = [env.path("/etc/containers/registries.conf")]
         }
         let dropins = FileOps.directory(of: files[0]) + "/registries.conf.d"
         if let names = try? FileManager.default.contentsOfDirectory(atPath: dropins) {
-            files += names.filter { $0.hasSuffix(".conf") }.sorted().map { dropins + "/" + $0 }
+            // Byte order, as Go's filepath.WalkDir lists them (Swift's own String order normalizes first).
+            files += names.filter { $0.hasSuffix(".conf") }.sorted { $0.utf8.lexicographicallyPrecedes($1.utf8) }
+                .map { dropins + "/" + $0 }
         }
+        return files
+    }
+
+    static func registries(_ env: DoctorEnvironment) -> DoctorCheck {
+        let files = registriesFiles(env)
         var insecure: [String] = []
         var mirrors: [String] = []
         var read = 0
@@ -417,6 +427,117 @@ public enum Doctor {
         parts.append(insecure.isEmpty ? "no insecure registries" : "insecure (plain HTTP): " + insecure.joined(separator: ", "))
         parts.append(mirrors.isEmpty ? "no mirrors" : "mirrors: " + mirrors.joined(separator: ", "))
         return DoctorCheck("registries.conf", .ok, "\(read) file\(read == 1 ? "" : "s"); " + parts.joined(separator: "; ") + " (the store follows the same entries)")
+    }
+
+    /// The directories `exec.Command` searches for a helper named without a `/`: CRI-O's PATH as systemd sets it.
+    static let helperSearchPath = ["/usr/local/sbin", "/usr/local/bin", "/usr/sbin", "/usr/bin", "/sbin", "/bin"]
+
+    /// Whether containers/image hands each pull's credentials to the store: `additional-layer-store-auth-helper` as
+    /// containers/image merges it (the last non-empty value of ``registriesFiles(_:)`` wins; `""`, which the Machine
+    /// Config Operator writes in `01-image-searchRegistries.conf`, is no override; a version 1 file has no such key),
+    /// and whether it names an executable, as `exec.Command` finds it (a name without `/` on ``helperSearchPath``).
+    ///
+    /// Unset is a warning (pulls work; a pod's own pull secret never reaches the store); a helper that cannot be run
+    /// fails (containers/image then logs a warning on every pull).
+    static func authHelper(_ env: DoctorEnvironment) -> DoctorCheck {
+        let key = "additional-layer-store-auth-helper"
+        let wanted = env.layout.helperPath
+        var chosen: (helper: String, file: String)?
+        /// Files that set `""`: every one, and those after the file that decides.
+        var cleared: [String] = []
+        var clearedAfter: [String] = []
+        for f in registriesFiles(env) {
+            guard let data = try? FileOps.read(f) else { continue }
+            guard let root = try? TOML.parse(String(decoding: data.bytes, as: UTF8.self)) else {
+                return DoctorCheck("auth-helper", .skipped, "\(f) does not parse (see the registries.conf check)")
+            }
+            guard let value = root[key] else { continue }
+            guard let helper = value.string else {
+                return DoctorCheck(
+                    "auth-helper", .failed, "\(f): \(key) is not a string: containers/image refuses the file",
+                    fix: "set \(key) = \(TOMLWriter.string(wanted)) in \(f)")
+            }
+            if root["registries"]?.table != nil {
+                // A version 1 file is converted without the key; with a non-empty one it is a mix, which is refused.
+                guard helper.isEmpty else {
+                    return DoctorCheck(
+                        "auth-helper", .failed,
+                        "\(f) mixes [registries.*] (version 1) with \(key) (version 2): containers/image refuses the file",
+                        fix: "move \(key) to \(env.path(env.layout.registriesDropInPath)) (stargz deploy install writes it)")
+                }
+                continue
+            }
+            if helper.isEmpty {
+                cleared.append(f)
+                if chosen != nil { clearedAfter.append(f) }
+            } else {
+                chosen = (helper, f)
+                clearedAfter = []
+            }
+        }
+        guard let (helper, origin) = chosen else {
+            let note = cleared.isEmpty ? "" : " (\"\" in \(cleared.joined(separator: ", ")) sets nothing)"
+            return DoctorCheck(
+                "auth-helper", .warning,
+                "no registries.conf file sets \(key)\(note): per-pod pull secrets never reach the store; private images "
+                    + "that only the pod's secret opens are pulled in full",
+                fix: "write \(env.path(env.layout.registriesDropInPath)) containing \(key) = \(TOMLWriter.string(wanted)) "
+                    + "(stargz deploy install does), then systemctl restart crio")
+        }
+        let named = "\(origin) names \(helper)"
+            + (clearedAfter.isEmpty ? "" : " (\"\" in \(clearedAfter.joined(separator: ", ")) is no override)")
+        var candidates: [String]
+        if helper.hasPrefix("/") {
+            candidates = [env.path(helper)]
+        } else if helper.contains("/") {
+            candidates = [env.path("/" + helper)]  // against CRI-O's working directory, /
+        } else {
+            candidates = helperSearchPath.map { env.path($0 + "/" + helper) }
+        }
+        guard let found = candidates.first(where: isExecutableFile) else {
+            let why: String
+            if candidates.count > 1 {
+                why = "which is on none of \(helperSearchPath.joined(separator: ":"))"
+            } else if !FileOps.exists(candidates[0]) {
+                why = "which does not exist"
+            } else {
+                why = "which is not an executable file"
+            }
+            let storeHelper = helper == wanted || helper == StoreLayout.Defaults.helperName
+                || helper.hasSuffix("/" + StoreLayout.Defaults.helperName)
+            let install = storeHelper
+                ? "install stargz-store-helper at \(candidates.count > 1 ? env.path(wanted) : candidates[0]) "
+                    + "(stargz deploy install takes it from beside --binary)"
+                : "set \(key) = \(TOMLWriter.string(wanted)) in \(origin) and install stargz-store-helper there"
+            return DoctorCheck(
+                "auth-helper", .failed,
+                "\(named), \(why): containers/image warns on every pull and the store gets no pull credentials",
+                fix: install)
+        }
+        let isStoreHelper = helper == wanted || found.hasSuffix("/" + StoreLayout.Defaults.helperName)
+        guard isStoreHelper else {
+            return DoctorCheck(
+                "auth-helper", .ok,
+                "\(named) (\(found)), an executable other than stargz-store-helper: each pull's credentials go to it, "
+                    + "and reach the store only if it passes them on")
+        }
+        if env.layout.root != StoreLayout.Defaults.root {
+            // containers/image runs the helper without arguments, so it looks for the store's socket under the
+            // default root.
+            return DoctorCheck(
+                "auth-helper", .warning,
+                "\(named) (\(found)); containers/image runs it without arguments, so it looks for the store at "
+                    + "\(StoreLayout.Defaults.root)/store.sock, not under this store's root \(env.layout.root)",
+                fix: "run the store with --root \(StoreLayout.Defaults.root), or name a wrapper that runs "
+                    + "\(helper) --root \(env.layout.root)")
+        }
+        return DoctorCheck("auth-helper", .ok, "\(named) (\(found)): each pull's credentials reach the store")
+    }
+
+    /// A regular file (symbolic links followed) that may be executed: what `exec.Command` runs.
+    static func isExecutableFile(_ path: String) -> Bool {
+        var st = stat()
+        return stat(path, &st) == 0 && st.st_mode & S_IFMT == S_IFREG && access(path, X_OK) == 0
     }
 
     static func disk(_ env: DoctorEnvironment, cacheBytes: Int64) -> DoctorCheck {

@@ -28,10 +28,13 @@ public struct InstallPlan: Sendable {
 
     /// The paths.
     public var layout: StoreLayout
-    /// The binary (if given), config.toml and the unit: installed, then the store is (re)started.
+    /// The binary and the helper (if given), config.toml and the unit: installed, then the store is (re)started.
     public var storeFiles: [File]
     /// storage.conf with the store added: switched only once the store runs, then CRI-O is restarted.
     public var storageConf: File
+    /// The registries.conf drop-in naming the auth helper (``StoreLayout/registriesDropIn``), if wanted: written with
+    /// storage.conf, once the store runs (the helper hands credentials to the running store).
+    public var registriesDropIn: File?
     /// Whether storage.conf already listed the store.
     public var storageConfChanged: Bool
     /// False when storage.conf's comments could not be kept.
@@ -44,6 +47,8 @@ public struct InstallPlan: Sendable {
     ///   - unit: the systemd unit text.
     ///   - configTOML: config.toml text, and whether it replaces an existing file (`--config` given).
     ///   - binary: the `stargz-store` executable to install, if any.
+    ///   - helper: the `stargz-store-helper` executable to install at ``StoreLayout/helperPath``, if any.
+    ///   - authHelper: whether to write the registries.conf drop-in (``StoreLayout/registriesDropInPath``).
     /// The storage.conf edited is the host's own (`layout.storageConfPath`); when it does not exist,
     /// `/usr/share/containers/storage.conf` is the base, else ``StorageConf/minimal``.
     /// #### Errors
@@ -51,7 +56,7 @@ public struct InstallPlan: Sendable {
     /// ``DeployError/Code/io`` when it cannot be read.
     public static func make(
         layout: StoreLayout, prefix: String, unit: String, configTOML: (text: String, replace: Bool),
-        binary: [UInt8]?
+        binary: [UInt8]?, helper: [UInt8]? = nil, authHelper: Bool = true
     ) throws(DeployError) -> InstallPlan {
         try layout.validate()
         let confPath = prefix + layout.storageConfPath
@@ -71,12 +76,15 @@ public struct InstallPlan: Sendable {
         let merged = try StorageConf.merge(base, entry: layout.additionalLayerStoreEntry, source: source)
         var files: [File] = []
         if let binary { files.append(File(path: layout.binaryPath, contents: binary, mode: 0o755)) }
+        if let helper { files.append(File(path: layout.helperPath, contents: helper, mode: 0o755)) }
         files.append(File(path: layout.configPath, contents: Array(configTOML.text.utf8), mode: 0o644, replaceExisting: configTOML.replace))
         files.append(File(path: layout.tmpfilesPath, contents: Array(layout.tmpfilesConf.utf8), mode: 0o644))
         files.append(File(path: layout.unitPath, contents: Array(unit.utf8), mode: 0o644))
         return InstallPlan(
             layout: layout, storeFiles: files,
             storageConf: File(path: layout.storageConfPath, contents: Array(merged.text.utf8), mode: existing?.mode ?? 0o644),
+            registriesDropIn: authHelper
+                ? File(path: layout.registriesDropInPath, contents: Array(layout.registriesDropIn.utf8), mode: 0o644) : nil,
             storageConfChanged: merged.changed || existing == nil, storageConfKeptFormatting: merged.keptFormatting)
     }
 }
@@ -98,9 +106,9 @@ public struct InstallReport: Sendable, Equatable {
 /// always holds the bytes from before the first install. What was created and what was backed up is recorded in
 /// `ROOT/installed-files.json`, which ``uninstall(layout:dryRun:)`` follows to restore the exact original bytes.
 ///
-/// The store's files go in first and the store is (re)started; storage.conf is switched only after that
-/// succeeded, and CRI-O is restarted last. If writing fails half-way, every file of the step is put back as it
-/// was, so the original storage.conf stays in place.
+/// The store's files go in first and the store is (re)started; storage.conf and the registries.conf drop-in are
+/// switched only after that succeeded, and CRI-O is restarted last. If writing fails half-way, every file of the
+/// step is put back as it was, so the original storage.conf stays in place.
 public struct Installer: Sendable {
     /// The directory standing for `/`; empty for the real root.
     public var prefix: String
@@ -147,7 +155,7 @@ public struct Installer: Sendable {
     // MARK: Install
 
     /// Installs `plan`: the store's files, `systemctl daemon-reload`, `enable` and `restart` of the unit, then
-    /// storage.conf and `systemctl try-restart crio.service`.
+    /// storage.conf and the registries.conf drop-in, and `systemctl try-restart crio.service`.
     ///
     /// With `dryRun` nothing is written or run; the report says what would be.
     /// #### Errors
@@ -172,7 +180,8 @@ public struct Installer: Sendable {
                         + "storage.conf was left unchanged. See `journalctl -u \(unit)`; `stargz deploy uninstall` removes what was installed")
             }
         }
-        try commitStep([plan.storageConf], plan.layout, &manifest, &report, dryRun: dryRun)
+        let crioFiles = [plan.storageConf] + [plan.registriesDropIn].compactMap { $0 }
+        try commitStep(crioFiles, plan.layout, &manifest, &report, dryRun: dryRun)
         let crio = ["systemctl", "try-restart", "crio.service"]
         if dryRun {
             report.commands.append(crio)
@@ -278,9 +287,9 @@ public struct Installer: Sendable {
 
     // MARK: Uninstall
 
-    /// Undoes ``install(_:dryRun:)``: restores storage.conf's original bytes and restarts CRI-O, then stops and
-    /// disables the unit, restores or removes the other files, reloads systemd, and removes the directories it
-    /// made if they are empty.
+    /// Undoes ``install(_:dryRun:)``: restores storage.conf's original bytes and the registries.conf drop-in's (or
+    /// removes the drop-in) and restarts CRI-O, then stops and disables the unit, restores or removes the other
+    /// files, reloads systemd, and removes the directories it made if they are empty.
     /// #### Errors
     /// ``DeployError/Code/notInstalled`` without a manifest; ``DeployError/Code/io`` when a file cannot be
     /// restored.
@@ -290,8 +299,11 @@ public struct Installer: Sendable {
             throw DeployError(.notInstalled, "nothing to uninstall: \(prefix + Self.manifestPath(layout)) does not exist")
         }
         var report = InstallReport()
-        let conf = layout.storageConfPath
-        let others = (manifest.backedUp + manifest.created).filter { $0 != conf }
+        // What CRI-O reads: put back before it restarts, while the store still runs.
+        let crioFiles = [layout.storageConfPath, layout.registriesDropInPath].filter {
+            manifest.backedUp.contains($0) || manifest.created.contains($0)
+        }
+        let others = (manifest.backedUp + manifest.created).filter { !crioFiles.contains($0) }
 
         func undo(_ path: String) throws(DeployError) {
             let target = prefix + path
@@ -316,8 +328,8 @@ public struct Installer: Sendable {
             }
         }
 
-        if manifest.backedUp.contains(conf) || manifest.created.contains(conf) {
-            try undo(conf)
+        if !crioFiles.isEmpty {
+            for p in crioFiles { try undo(p) }
             command(["systemctl", "try-restart", "crio.service"])
         }
         command(["systemctl", "disable", "--now", layout.unitName])

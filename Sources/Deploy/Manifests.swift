@@ -10,22 +10,28 @@ public struct NodeFiles: Sendable, Equatable {
     public var unit: String
     /// The paths they go to.
     public var layout: StoreLayout
+    /// Whether the node gets the registries.conf drop-in that names the auth helper
+    /// (``StoreLayout/registriesDropIn``).
+    public var authHelper: Bool
 
     /// The node's files.
-    public init(storageConf: String?, configTOML: String, unit: String, layout: StoreLayout) {
+    public init(storageConf: String?, configTOML: String, unit: String, layout: StoreLayout, authHelper: Bool = true) {
         self.storageConf = storageConf
         self.configTOML = configTOML
         self.unit = unit
         self.layout = layout
+        self.authHelper = authHelper
     }
 
-    /// (path, contents, mode) of each regular file, storage.conf first, then config.toml and the tmpfiles.d entry
-    /// that makes the mount point at boot (``StoreLayout/tmpfilesConf``).
+    /// (path, contents, mode) of each regular file, storage.conf first, then config.toml, the tmpfiles.d entry
+    /// that makes the mount point at boot (``StoreLayout/tmpfilesConf``) and, with ``authHelper``, the
+    /// registries.conf drop-in (``StoreLayout/registriesDropIn``).
     public var files: [(path: String, contents: String, mode: Int)] {
         var out: [(String, String, Int)] = []
         if let storageConf { out.append((layout.storageConfPath, storageConf, 0o644)) }
         out.append((layout.configPath, configTOML, 0o644))
         out.append((layout.tmpfilesPath, layout.tmpfilesConf, 0o644))
+        if authHelper { out.append((layout.registriesDropInPath, layout.registriesDropIn, 0o644)) }
         return out
     }
 }

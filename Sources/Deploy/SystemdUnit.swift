@@ -4,7 +4,8 @@
 /// SHA-256 the download must have.
 public struct BinarySource: Sendable, Equatable {
     /// An `http`, `https` or `file` URL of the executable itself, or of a `.tar.gz`/`.tgz` holding
-    /// `stargz-store` at its top level (the upstream release archive).
+    /// `stargz-store` at its top level (the upstream release archive), and `stargz-store-helper` beside it if the
+    /// node is to get the auth helper too (scripts/release.sh's tarball holds both).
     public var url: String
     /// The lowercase hex SHA-256 of what `url` serves.
     public var sha256: String
@@ -69,6 +70,12 @@ public enum SystemdUnit {
             Environment=HOME=/root
 
             """
+        // /run/stargz-store holds the pull credentials stargz-store-helper hands over: systemd makes it 0700 before
+        // the store starts, Preserve=yes keeps it (and the credentials) across restarts and stops of the unit, and
+        // /run being a tmpfs, a reboot forgets them.
+        unit += "RuntimeDirectory=\(StoreLayout.Defaults.runtimeDirectory.dropFirst("/run/".count))\n"
+        unit += "RuntimeDirectoryMode=0700\n"
+        unit += "RuntimeDirectoryPreserve=yes\n"
         if let binary {
             unit += "Environment=\"STARGZ_STORE_URL=\(binary.url.replacingOccurrences(of: "%", with: "%%"))\"\n"
             unit += "Environment=STARGZ_STORE_SHA256=\(binary.sha256)\n"
@@ -99,9 +106,14 @@ public enum SystemdUnit {
 
     /// The shell statements of the download step, before systemd escaping. They read the URL and digest from
     /// `$STARGZ_STORE_URL` and `$STARGZ_STORE_SHA256`.
+    ///
+    /// From an archive they install `stargz-store`, and `stargz-store-helper` at ``StoreLayout/helperPath`` when
+    /// the archive holds it at its top level (the release tarball does; an archive without it installs the store
+    /// alone, and `stargz doctor` reports the missing helper). A single executable is the store alone.
     static func installScript(layout: StoreLayout, archive: Bool) -> [String] {
         let dest = layout.binaryPath
-        let dir = String(dest[..<dest.lastIndex(of: "/")!])
+        let dir = FileOps.directory(of: dest)
+        let helper = layout.helperPath
         let stamp = layout.root + "/binary-archive.sha256"
         var s: [String] = []
         if archive {
@@ -116,7 +128,16 @@ public enum SystemdUnit {
         s.append("echo \"${STARGZ_STORE_SHA256}  ${tmp}/download\" | sha256sum -c --quiet")
         if archive {
             s.append("tar -xzf ${tmp}/download -C ${tmp} stargz-store")
+            // grep reads the whole listing (no -q), so that tar never writes into a closed pipe (systemd ignores
+            // SIGPIPE in services: tar would report a write error).
+            s.append(
+                "if tar -tzf ${tmp}/download | grep -x \(StoreLayout.Defaults.helperName) >/dev/null; then "
+                    + "tar -xzf ${tmp}/download -C ${tmp} \(StoreLayout.Defaults.helperName); fi")
             s.append("mv ${tmp}/stargz-store ${tmp}/download")
+            // The helper first: once the store's binary and the stamp are in place, the step is skipped.
+            s.append(
+                "if [ -f ${tmp}/\(StoreLayout.Defaults.helperName) ]; then mkdir -p \(FileOps.directory(of: helper)); "
+                    + "install -m 0755 ${tmp}/\(StoreLayout.Defaults.helperName) \(helper).new; mv -f \(helper).new \(helper); fi")
         }
         s.append("mkdir -p \(dir)")
         s.append("install -m 0755 ${tmp}/download \(dest).new")

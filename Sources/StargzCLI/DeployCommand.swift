@@ -37,19 +37,26 @@ struct LayoutOptions: ParsableArguments {
     @Option(help: "Where the stargz-store executable is on the node.")
     var binaryPath = StoreLayout.Defaults.binaryPath
 
+    @Option(help: "Where the stargz-store-helper executable is on the node (default: beside --binary-path).")
+    var helperPath: String?
+
     @Option(help: "The systemd unit's name.")
     var unitName = StoreLayout.Defaults.unitName
 
     @Option(help: "The storage.conf CRI-O and Podman read on the node.")
     var storageConfPath = StoreLayout.Defaults.storageConfPath
 
+    @Option(help: "The registries.conf drop-in that names the auth helper (a *.conf file sorting after the others).")
+    var registriesDropInPath = StoreLayout.Defaults.registriesDropInPath
+
     @Option(help: "The store's log level (-log-level).")
     var logLevel = StoreLayout.Defaults.logLevel
 
     var layout: StoreLayout {
         StoreLayout(
-            binaryPath: binaryPath, configPath: configPath, root: root, mountpoint: mountpoint, unitName: unitName,
-            storageConfPath: storageConfPath, logLevel: logLevel)
+            binaryPath: binaryPath, helperPath: helperPath, configPath: configPath, root: root, mountpoint: mountpoint,
+            unitName: unitName, storageConfPath: storageConfPath, registriesDropInPath: registriesDropInPath,
+            logLevel: logLevel)
     }
 
     func validate() throws {
@@ -152,6 +159,27 @@ enum ChecksumFile {
     }
 }
 
+/// Whether the node gets the registries.conf drop-in that names the auth helper, with a warning when it does not or
+/// when the helper will not reach the store.
+///
+/// Left out with `--no-auth-helper`, and when the unit downloads a single executable (`--binary-url` of something
+/// other than an archive): that is the store alone, so no helper would be there to name.
+func authHelperWanted(disabled: Bool, download: BinarySource?, layout: StoreLayout) -> Bool {
+    if disabled { return false }
+    if let download, !download.isArchive {
+        Terminal.warn(
+            "--binary-url names a single executable, so the node gets no stargz-store-helper: the registries.conf drop-in "
+                + "is left out and per-pod pull secrets do not reach the store (the release tarball, --release-url, holds both)")
+        return false
+    }
+    if layout.root != StoreLayout.Defaults.root {
+        Terminal.warn(
+            "containers/image runs \(layout.helperPath) without arguments, so it looks for the store under "
+                + "\(StoreLayout.Defaults.root), not \(layout.root): pull credentials will not reach this store")
+    }
+    return true
+}
+
 /// Writes `text` to `output` atomically, or to standard output when `output` is nil.
 func emit(_ text: String, to output: String?) throws {
     if let output {
@@ -232,6 +260,9 @@ struct MachineConfigSubcommand: AsyncParsableCommand {
             --storage-conf (oc debug node/NODE -- chroot /host cat /etc/containers/storage.conf) so that its
             settings are kept; without it a minimal overlay storage.conf is used. With --no-storage-conf the file is
             left out, for clusters that set additionalLayerStores through a ContainerRuntimeConfig.
+            It also carries /etc/containers/registries.conf.d/99-stargz-store-helper.conf, which names
+            stargz-store-helper as additional-layer-store-auth-helper (--no-auth-helper leaves it out); the unit's
+            download step installs the helper from the release tarball.
             """)
 
     @Option(help: "The machine config pool: worker, master, or a custom pool.")
@@ -248,6 +279,9 @@ struct MachineConfigSubcommand: AsyncParsableCommand {
 
     @Flag(help: "Leave storage.conf out (use `stargz deploy containerruntimeconfig` for it).")
     var noStorageConf = false
+
+    @Flag(help: "Leave out the registries.conf drop-in that names stargz-store-helper.")
+    var noAuthHelper = false
 
     @Option(help: "machineconfig, butane (variant: openshift) or ignition (JSON).")
     var format: ManifestFormat = .machineconfig
@@ -286,7 +320,7 @@ struct MachineConfigSubcommand: AsyncParsableCommand {
             }
             let node = NodeFiles(
                 storageConf: conf, configTOML: configText, unit: try SystemdUnit.render(layout: l, binary: source),
-                layout: l)
+                layout: l, authHelper: authHelperWanted(disabled: noAuthHelper, download: source, layout: l))
             let name = self.name ?? Manifests.defaultName(role: role)
             let text: String
             switch format {
@@ -356,9 +390,11 @@ struct InstallSubcommand: AsyncParsableCommand {
         commandName: "install",
         abstract: "Install the store on this host: config.toml, unit, storage.conf (backed up once), then restart.",
         discussion: """
-            Writes the binary (--binary), config.toml (unless one exists, or --config is given) and the unit, runs
-            systemctl daemon-reload, enable and restart for the store, and only once it runs switches storage.conf
-            (the original is kept as storage.conf.stargz-backup, never overwritten) and restarts CRI-O if it runs.
+            Writes the binary (--binary) and stargz-store-helper from beside it, config.toml (unless one exists, or
+            --config is given) and the unit, runs systemctl daemon-reload, enable and restart for the store, and
+            only once it runs switches storage.conf (the original is kept as storage.conf.stargz-backup, never
+            overwritten), writes the registries.conf drop-in naming the helper (--no-auth-helper leaves both out)
+            and restarts CRI-O if it runs.
             Files are replaced atomically; if writing fails half-way the step's files are put back.
             With --prefix DIR the files go under DIR and systemctl is not called: the commands are printed.
             """)
@@ -369,8 +405,11 @@ struct InstallSubcommand: AsyncParsableCommand {
     @Flag(help: "Print what would be written and run, and change nothing.")
     var dryRun = false
 
-    @Option(help: "The stargz-store executable to install at --binary-path.")
+    @Option(help: "The stargz-store executable to install at --binary-path; stargz-store-helper is taken from beside it.")
     var binary: String?
+
+    @Flag(help: "Install neither stargz-store-helper nor the registries.conf drop-in that names it.")
+    var noAuthHelper = false
 
     @Option(help: "A config.toml to install (replacing an existing one); by default the defaults, if none exists.")
     var config: String?
@@ -387,16 +426,38 @@ struct InstallSubcommand: AsyncParsableCommand {
                 guard let b = try AtomicFile.read(p) else { throw ValidationError("--binary \(p) does not exist") }
                 return b
             }
+            let authHelper = authHelperWanted(disabled: noAuthHelper, download: source, layout: l)
+            // The helper comes from where the store's binary comes from: beside --binary (swift build and the
+            // release tarball put them side by side), or from the download.
+            let helperBytes = try binary.flatMap { p -> [UInt8]? in
+                guard authHelper else { return nil }
+                let h = URL(fileURLWithPath: p).deletingLastPathComponent()
+                    .appendingPathComponent(StoreLayout.Defaults.helperName).path
+                guard let b = try AtomicFile.read(h) else {
+                    throw ValidationError(
+                        "\(h) does not exist: the auth helper is installed from beside --binary \(p) "
+                            + "(swift build --product stargz-store-helper makes it); --no-auth-helper installs the store without it")
+                }
+                return b
+            }
             let configText = try config.map(readText)
             if let config, let configText {
                 do { _ = try StoreConfiguration.parse(configText, path: config) } catch { throw ValidationError("\(error)") }
             }
             let plan = try InstallPlan.make(
                 layout: l, prefix: root, unit: try SystemdUnit.render(layout: l, binary: source),
-                configTOML: (configText ?? StoreConfiguration.defaultTOML, configText != nil), binary: binaryBytes)
+                configTOML: (configText ?? StoreConfiguration.defaultTOML, configText != nil), binary: binaryBytes,
+                helper: helperBytes, authHelper: authHelper)
             if !plan.storageConfKeptFormatting { Terminal.warn("storage.conf: comments and layout could not be kept; the settings are") }
             if binaryBytes == nil, !download.isSet, !FileManager.default.isExecutableFile(atPath: root + l.binaryPath) {
                 Terminal.warn("\(root + l.binaryPath) is missing: pass --binary PATH, --release-url URL or --binary-url URL --sha256 HEX")
+            }
+            if authHelper, binaryBytes == nil, !download.isSet,
+                !FileManager.default.isExecutableFile(atPath: root + l.helperPath)
+            {
+                Terminal.warn(
+                    "\(root + l.helperPath) is missing: the registries.conf drop-in names it; pass --binary PATH with the "
+                        + "helper beside it, or --no-auth-helper")
             }
             let runner: any CommandRunner = prefix == nil ? ProcessRunner() : RecordingRunner()
             let report = try Installer(prefix: root, runner: runner).install(plan, dryRun: dryRun)

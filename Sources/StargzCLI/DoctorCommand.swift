@@ -9,7 +9,7 @@ import Store
 struct DoctorCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "doctor",
-        abstract: "Check this node: FUSE, the store's binary, config, unit and mount, storage.conf, registries.conf, disk, kernel.",
+        abstract: "Check this node: FUSE, the store's binary, config, unit and mount, storage.conf, registries.conf and its auth helper, disk, kernel.",
         discussion: "Exits with status 1 when a check fails; warnings do not fail.")
 
     @Option(help: "Check the files under this directory instead of / (systemd is then not asked).")

@@ -38,6 +38,7 @@ struct DoctorTests {
         #expect(chown(dir.path + layout.mountpoint, 0, 0) == 0)
         try dir.write("/proc/self/mountinfo", mountinfo(dir))
         try dir.write(layout.binaryPath, "#!/bin/sh\n", mode: 0o755)
+        try dir.write(layout.helperPath, "#!/bin/sh\n", mode: 0o755)
         try dir.write(layout.configPath, testConfig)
         try dir.write(layout.unitPath, try SystemdUnit.render(layout: layout))
         try dir.write("/etc/containers/storage.conf", try StorageConf.merge(nodeStorageConf, entry: layout.additionalLayerStoreEntry).text)
@@ -47,10 +48,15 @@ struct DoctorTests {
         try dir.write(
             "/etc/containers/registries.conf.d/50-mirror.conf",
             "[[registry]]\nprefix = \"docker.io\"\nlocation = \"docker.io\"\n[[registry.mirror]]\nlocation = \"mirror.local\"\n")
+        // What the Machine Config Operator writes on OpenShift, and the store's drop-in after it.
+        try dir.write(Self.mcoDropIn, "unqualified-search-registries = [\"registry.access.redhat.com\", \"docker.io\"]\nadditional-layer-store-auth-helper = \"\"\n")
+        try dir.write(layout.registriesDropInPath, layout.registriesDropIn)
         try dir.write(
             "/var/lib/kubelet/config.json",
             "{\"auths\":{\"quay.io\":{\"auth\":\"c2VjcmV0\"},\"registry.local:5000\":{\"auth\":\"c2VjcmV0\"}}}")
     }
+
+    static let mcoDropIn = "/etc/containers/registries.conf.d/01-image-searchRegistries.conf"
 
     /// mountinfo with the store mounted at the layout's mount point under `dir`, with these super options.
     func mountinfo(_ dir: TempDir, superOptions: String = "rw,user_id=0,group_id=0,default_permissions,allow_other") -> String {
@@ -80,7 +86,7 @@ struct DoctorTests {
         #expect(
             checks.map(\.name) == [
                 "fuse", "binary", "config.toml", "unit", "mount", "mount.root", "mount.options", "storage.conf",
-                "registries.conf", "pull-secret", "selinux", "disk", "passthrough",
+                "registries.conf", "auth-helper", "pull-secret", "selinux", "disk", "passthrough",
             ])
         for c in checks { #expect(c.status == .ok, "\(c.name): \(c.detail)") }
         let registries = try check(checks, "registries.conf")
@@ -188,9 +194,12 @@ struct DoctorTests {
         #expect(c.fix?.isEmpty == false)
         // The other checks are unaffected; without a mount, its root and options are not looked at (the mount
         // check has said what is wrong).
+        // A registries.conf that does not parse leaves the auth helper unknown (the registries.conf check says why).
         let dependents: Set = ["mount.root", "mount.options"]
         for other in checks where other.name != c.name {
-            let expected: DoctorCheck.Status = name == "mount" && dependents.contains(other.name) ? .skipped : .ok
+            let expected: DoctorCheck.Status =
+                (name == "mount" && dependents.contains(other.name)) || (breakage == "registries.conf" && other.name == "auth-helper")
+                ? .skipped : .ok
             #expect(other.status == expected, "\(other.name): \(other.detail)")
         }
     }
@@ -250,5 +259,142 @@ struct DoctorTests {
         #expect(options["status"] as? String == "failed")
         #expect(Set(options.keys) == ["name", "status", "detail", "fix"])
         #expect((options["fix"] as? String)?.contains("allow_other,default_permissions") == true)
+    }
+}
+
+/// The auth-helper check reads registries.conf and its drop-ins as containers/image merges them.
+extension DoctorTests {
+    static let key = "additional-layer-store-auth-helper"
+    static let dropIns = "/etc/containers/registries.conf.d/"
+
+    @Test("auth helper: the store's drop-in after the operator's \"\" names the installed helper: ok")
+    func authHelperHealthy() throws {
+        let dir = try TempDir()
+        defer { dir.cleanup() }
+        try healthyNode(dir)
+        let c = Doctor.authHelper(environment(dir))
+        #expect(c.status == .ok, "\(c.detail)")
+        #expect(c.detail.contains("\(dir.path)\(layout.registriesDropInPath) names /usr/local/bin/stargz-store-helper"), "\(c.detail)")
+        #expect(c.detail.contains("reach the store"), "\(c.detail)")
+    }
+
+    @Test("auth helper unset (only the operator's \"\", or the key inside a [[registry]] table): a warning with the drop-in as fix")
+    func authHelperUnset() throws {
+        let dir = try TempDir()
+        defer { dir.cleanup() }
+        try healthyNode(dir)
+        try FileManager.default.removeItem(atPath: dir.path + layout.registriesDropInPath)
+        var c = Doctor.authHelper(environment(dir))
+        #expect(c.status == .warning, "\(c.detail)")
+        #expect(c.detail.contains("per-pod pull secrets never reach the store; private images that only the pod's secret opens are pulled in full"))
+        #expect(c.detail.contains("\"\" in \(dir.path)\(Self.mcoDropIn) sets nothing"), "\(c.detail)")
+        #expect(c.fix?.contains("\(dir.path)/etc/containers/registries.conf.d/99-stargz-store-helper.conf") == true, "\(c.fix ?? "")")
+        #expect(c.fix?.contains("\(Self.key) = \"/usr/local/bin/stargz-store-helper\"") == true, "\(c.fix ?? "")")
+        #expect(c.fix?.contains("stargz deploy install") == true)
+
+        // Not at the top level: containers/image does not see it.
+        try dir.write(Self.dropIns + "50-mirror.conf", "[[registry]]\nlocation = \"quay.io\"\n\(Self.key) = \"/usr/local/bin/stargz-store-helper\"\n")
+        c = Doctor.authHelper(environment(dir))
+        #expect(c.status == .warning, "\(c.detail)")
+    }
+
+    @Test("auth helper: \"\" in a later file is no override of an earlier non-empty value")
+    func authHelperEmptyLater() throws {
+        let dir = try TempDir()
+        defer { dir.cleanup() }
+        try healthyNode(dir)
+        try FileManager.default.removeItem(atPath: dir.path + layout.registriesDropInPath)
+        try dir.write("/etc/containers/registries.conf", "\(Self.key) = \"/usr/local/bin/stargz-store-helper\"\n[[registry]]\nlocation = \"registry.local:5000\"\n")
+        try dir.write(Self.dropIns + "99-zz-clear.conf", "\(Self.key) = \"\"\n")
+        let c = Doctor.authHelper(environment(dir))
+        #expect(c.status == .ok, "\(c.detail)")
+        #expect(c.detail.contains("\(dir.path)/etc/containers/registries.conf names /usr/local/bin/stargz-store-helper"), "\(c.detail)")
+        // Only the "" after the deciding file is mentioned (the operator's comes after the main file too).
+        #expect(c.detail.contains("is no override") && c.detail.contains("99-zz-clear.conf"), "\(c.detail)")
+    }
+
+    @Test("auth helper: the last non-empty value wins, in byte order of the drop-ins, whatever it names")
+    func authHelperLaterWins() throws {
+        let dir = try TempDir()
+        defer { dir.cleanup() }
+        try healthyNode(dir)
+        // An executable other than the store's helper: ok, and the check says which.
+        try dir.write("/opt/other/bin/credential-relay", "#!/bin/sh\n", mode: 0o755)
+        try dir.write(Self.dropIns + "99-zz-other.conf", "\(Self.key) = \"/opt/other/bin/credential-relay\"\n")
+        // "99-Z" sorts before "99-s" in byte order: this one is read before the store's and loses.
+        try dir.write(Self.dropIns + "99-Zearly.conf", "\(Self.key) = \"/nowhere/helper\"\n")
+        var c = Doctor.authHelper(environment(dir))
+        #expect(c.status == .ok, "\(c.detail)")
+        #expect(c.detail.contains("99-zz-other.conf names /opt/other/bin/credential-relay"), "\(c.detail)")
+        #expect(c.detail.contains("other than stargz-store-helper"), "\(c.detail)")
+        // The later file wins even when what it names is missing.
+        try dir.write(Self.dropIns + "99-zz-other.conf", "\(Self.key) = \"/opt/missing/helper\"\n")
+        c = Doctor.authHelper(environment(dir))
+        #expect(c.status == .failed && c.detail.contains("/opt/missing/helper, which does not exist"), "\(c.detail)")
+    }
+
+    @Test(
+        "auth helper: what it names must be an executable file, found as exec.Command finds it",
+        arguments: [
+            ("/usr/local/bin/stargz-store-helper", "missing", DoctorCheck.Status.failed, "which does not exist"),
+            ("/usr/local/bin/stargz-store-helper", "not-executable", .failed, "which is not an executable file"),
+            ("/usr/local/bin/stargz-store-helper", "directory", .failed, "which is not an executable file"),
+            ("stargz-store-helper", "installed", .ok, "/usr/local/bin/stargz-store-helper): each pull's credentials reach the store"),
+            ("stargz-store-helper", "missing", .failed, "on none of /usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"),
+            ("usr/local/bin/stargz-store-helper", "installed", .ok, "reach the store"),
+        ])
+    func authHelperExecutable(_ value: String, _ state: String, _ status: DoctorCheck.Status, _ mention: String) throws {
+        let dir = try TempDir()
+        defer { dir.cleanup() }
+        try healthyNode(dir)
+        try dir.write(layout.registriesDropInPath, "\(Self.key) = \(TOMLWriter.string(value))\n")
+        let helper = dir.path + layout.helperPath
+        switch state {
+        case "missing": try FileManager.default.removeItem(atPath: helper)
+        case "not-executable": #expect(chmod(helper, 0o644) == 0)
+        case "directory":
+            try FileManager.default.removeItem(atPath: helper)
+            try FileManager.default.createDirectory(atPath: helper, withIntermediateDirectories: false)
+        default: break
+        }
+        let c = Doctor.authHelper(environment(dir))
+        #expect(c.status == status, "\(c.detail)")
+        #expect(c.detail.contains(mention), "\(c.detail)")
+        if status == .failed {
+            #expect(c.detail.contains("the store gets no pull credentials"))
+            #expect(c.fix?.contains("install stargz-store-helper") == true, "\(c.fix ?? "")")
+        }
+    }
+
+    @Test("auth helper: a version 1 registries.conf carries no helper, and one with the key is refused; a store with another root is warned about")
+    func authHelperVersion1AndRoot() throws {
+        let dir = try TempDir()
+        defer { dir.cleanup() }
+        try healthyNode(dir)
+        try dir.write("/etc/containers/registries.conf", "[registries.search]\nregistries = [\"docker.io\"]\n")
+        #expect(Doctor.authHelper(environment(dir)).status == .ok)
+        try dir.write("/etc/containers/registries.conf", "\(Self.key) = \"/usr/local/bin/stargz-store-helper\"\n[registries.search]\nregistries = [\"docker.io\"]\n")
+        let mixed = Doctor.authHelper(environment(dir))
+        #expect(mixed.status == .failed && mixed.detail.contains("mixes [registries.*] (version 1)"), "\(mixed.detail)")
+
+        try dir.write("/etc/containers/registries.conf", "unqualified-search-registries = [\"docker.io\"]\n")
+        let other = DoctorEnvironment(prefix: dir.path, layout: StoreLayout(root: "/srv/stargz"), minimumFreeBytes: 0, defaultCacheBytes: 0)
+        let c = Doctor.authHelper(other)
+        #expect(c.status == .warning && c.detail.contains("without arguments") && c.detail.contains("/srv/stargz"), "\(c.detail)")
+    }
+
+    @Test("stargz doctor --prefix reports the auth helper: unset warns without failing the run")
+    func authHelperCommand() throws {
+        let dir = try TempDir()
+        defer { dir.cleanup() }
+        try healthyNode(dir)
+        try FileManager.default.removeItem(atPath: dir.path + layout.registriesDropInPath)
+        let r = try stargz(["doctor", "--prefix", dir.path, "--json"])
+        #expect(r.status == 0, "\(r.out)")
+        let checks = try #require(try JSONSerialization.jsonObject(with: Data(r.out.utf8)) as? [[String: Any]])
+        let c = try #require(checks.first { $0["name"] as? String == "auth-helper" })
+        #expect(c["status"] as? String == "warning")
+        try dir.write(layout.registriesDropInPath, "\(Self.key) = \"/usr/local/bin/absent-helper\"\n")
+        #expect(try stargz(["doctor", "--prefix", dir.path]).status == 1)
     }
 }

@@ -11,9 +11,15 @@ struct InstallerTests {
     let layout = StoreLayout()
     let original = "# the node's own storage.conf\n[storage]\ndriver = \"overlay\"\ngraphroot = \"/var/lib/containers/storage\"\n"
 
-    func plan(_ dir: TempDir, binary: [UInt8]? = Array("#!/bin/sh\n".utf8), config: (String, Bool) = (testConfig, false)) throws -> InstallPlan {
+    static let helper = Array("#!/bin/sh\n# the auth helper\n".utf8)
+
+    func plan(
+        _ dir: TempDir, binary: [UInt8]? = Array("#!/bin/sh\n".utf8), config: (String, Bool) = (testConfig, false),
+        authHelper: Bool = true
+    ) throws -> InstallPlan {
         try InstallPlan.make(
-            layout: layout, prefix: dir.path, unit: try SystemdUnit.render(layout: layout), configTOML: config, binary: binary)
+            layout: layout, prefix: dir.path, unit: try SystemdUnit.render(layout: layout), configTOML: config, binary: binary,
+            helper: authHelper && binary != nil ? Self.helper : nil, authHelper: authHelper)
     }
 
     var installCommands: [[String]] {
@@ -43,17 +49,25 @@ struct InstallerTests {
         #expect(try dir.mode("/etc/systemd/system/stargz-store.service") == 0o644)
         #expect(dir.read("/etc/stargz-store/config.toml") == Data(testConfig.utf8))
         #expect(try dir.mode("/usr/local/bin/stargz-store") == 0o755)
+        #expect(dir.read("/usr/local/bin/stargz-store-helper") == Data(Self.helper))
+        #expect(try dir.mode("/usr/local/bin/stargz-store-helper") == 0o755)
+        let dropIn = "/etc/containers/registries.conf.d/99-stargz-store-helper.conf"
+        #expect(dir.read(dropIn) == Data(layout.registriesDropIn.utf8))
+        #expect(try dir.mode(dropIn) == 0o644)
         #expect(dir.exists("/var/lib/stargz-store/installed-files.json"))
         let leftovers = try FileManager.default.subpathsOfDirectory(atPath: dir.path).filter { $0.contains("stargz-tmp") }
         #expect(leftovers.isEmpty)
 
-        // Again, after an administrator's edit: the backup still holds the original.
+        // Again, after an administrator's edit: the backup still holds the original; the drop-in is as it was.
         try dir.write("/etc/containers/storage.conf", merged + "# edited\n", mode: 0o600)
-        _ = try installer.install(try plan(dir))
+        let again = try installer.install(try plan(dir))
         #expect(dir.read("/etc/containers/storage.conf.stargz-backup") == Data(original.utf8))
+        #expect(again.actions.contains("unchanged \(dropIn)") && again.actions.contains("unchanged /usr/local/bin/stargz-store-helper"))
 
         let undo = RecordingRunner()
         let u = try Installer(prefix: dir.path, runner: undo).uninstall(layout: layout)
+        // What CRI-O reads goes back before CRI-O restarts.
+        #expect(u.actions.prefix(2) == ["restore /etc/containers/storage.conf from /etc/containers/storage.conf.stargz-backup", "remove \(dropIn)"])
         #expect(undo.commands == [
             ["systemctl", "try-restart", "crio.service"], ["systemctl", "disable", "--now", "stargz-store.service"],
             ["systemctl", "daemon-reload"],
@@ -64,6 +78,7 @@ struct InstallerTests {
         for gone in [
             "/etc/containers/storage.conf.stargz-backup", "/etc/systemd/system/stargz-store.service", "/etc/stargz-store/config.toml",
             "/usr/local/bin/stargz-store", "/var/lib/stargz-store/installed-files.json", "/etc/stargz-store", "/usr/local/bin",
+            "/usr/local/bin/stargz-store-helper", dropIn, "/etc/containers/registries.conf.d",
         ] {
             #expect(!dir.exists(gone), "\(gone) is left")
         }
@@ -99,6 +114,7 @@ struct InstallerTests {
         #expect(throws: DeployError.self) { try installer.install(try plan(dir)) }
         #expect(dir.read("/etc/containers/storage.conf") == Data(original.utf8))
         #expect(!dir.exists("/etc/containers/storage.conf.stargz-backup"))
+        #expect(!dir.exists(layout.registriesDropInPath))
         #expect(try FileManager.default.subpathsOfDirectory(atPath: dir.path).filter { $0.contains("stargz-tmp") }.isEmpty)
     }
 
@@ -144,6 +160,7 @@ struct InstallerTests {
         #expect(e?.code == .commandFailed)
         #expect(e?.message.contains("storage.conf was left unchanged") == true)
         #expect(dir.read("/etc/containers/storage.conf") == Data(original.utf8))
+        #expect(!dir.exists(layout.registriesDropInPath), "the drop-in goes in with storage.conf, once the store runs")
         #expect(!runner.commands.contains(["systemctl", "try-restart", "crio.service"]))
         // What was installed can be removed again.
         _ = try Installer(prefix: dir.path, runner: RecordingRunner()).uninstall(layout: layout)
@@ -174,6 +191,12 @@ struct InstallerTests {
         defer { dir.cleanup() }
         try dir.write("/etc/containers/storage.conf", original)
         let binary = try dir.write("/build/stargz-store", "#!/bin/sh\n", mode: 0o755)
+        // Without the helper beside --binary, install refuses before writing anything.
+        let refused = try stargz(["deploy", "install", "--prefix", dir.path, "--binary", binary])
+        #expect(refused.status != 0 && refused.err.contains("\(dir.path)/build/stargz-store-helper does not exist"), "\(refused.err)")
+        #expect(refused.err.contains("--no-auth-helper"), "\(refused.err)")
+        #expect(try FileManager.default.subpathsOfDirectory(atPath: dir.path + "/etc").sorted() == ["containers", "containers/storage.conf"])
+        try dir.write("/build/stargz-store-helper", "#!/bin/sh\n# helper\n", mode: 0o755)
         let dry = try stargz(["deploy", "install", "--prefix", dir.path, "--binary", binary, "--dry-run"])
         #expect(dry.status == 0 && dry.out.contains("would run: systemctl restart stargz-store.service"))
         #expect(!dir.exists("/etc/systemd/system/stargz-store.service"))
@@ -182,8 +205,26 @@ struct InstallerTests {
         #expect(done.out.split(separator: "\n").filter { $0.hasPrefix("would run: systemctl") }.count == 4)
         #expect(dir.exists("/etc/systemd/system/stargz-store.service"))
         #expect(dir.read("/etc/containers/storage.conf.stargz-backup") == Data(original.utf8))
+        #expect(dir.read("/usr/local/bin/stargz-store-helper") == Data("#!/bin/sh\n# helper\n".utf8))
+        #expect(dir.read(layout.registriesDropInPath) == Data(layout.registriesDropIn.utf8))
         #expect(try stargz(["deploy", "uninstall", "--prefix", dir.path]).status == 0)
         #expect(dir.read("/etc/containers/storage.conf") == Data(original.utf8))
+        #expect(!dir.exists(layout.registriesDropInPath) && !dir.exists("/usr/local/bin/stargz-store-helper"))
         #expect(try stargz(["deploy", "uninstall", "--prefix", dir.path]).status == 1)
+
+        // --no-auth-helper: neither the helper nor the drop-in; --helper-path and --registries-drop-in-path move them.
+        try FileManager.default.removeItem(atPath: dir.path + "/build/stargz-store-helper")
+        #expect(try stargz(["deploy", "install", "--prefix", dir.path, "--binary", binary, "--no-auth-helper"]).status == 0)
+        #expect(!dir.exists(layout.registriesDropInPath) && !dir.exists("/usr/local/bin/stargz-store-helper"))
+        #expect(try stargz(["deploy", "uninstall", "--prefix", dir.path]).status == 0)
+        try dir.write("/build/stargz-store-helper", "#!/bin/sh\n# helper\n", mode: 0o755)
+        let moved = try stargz([
+            "deploy", "install", "--prefix", dir.path, "--binary", binary, "--helper-path", "/opt/stargz/bin/helper",
+            "--registries-drop-in-path", "/etc/containers/registries.conf.d/90-lazy.conf",
+        ])
+        #expect(moved.status == 0, "\(moved.err)")
+        #expect(try dir.mode("/opt/stargz/bin/helper") == 0o755)
+        let text = String(decoding: try #require(dir.read("/etc/containers/registries.conf.d/90-lazy.conf")), as: UTF8.self)
+        #expect(text.contains("additional-layer-store-auth-helper = \"/opt/stargz/bin/helper\"\n"))
     }
 }

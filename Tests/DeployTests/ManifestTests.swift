@@ -158,7 +158,8 @@ struct ManifestTests {
 
     @Test("the MachineConfig: golden, parses as YAML, the role label, Ignition 3.2.0 fields, data URLs decode to the exact files")
     func machineConfig() throws {
-        let node = try testNode(binary: try BinarySource(url: "https://mirror.example/stargz-store", sha256: sha))
+        // The release tarball: the unit's download step installs the store and its helper, which the drop-in names.
+        let node = try testNode(binary: try BinarySource(url: "https://mirror.example/stargz-swift-0.1.0-linux-amd64.tar.gz", sha256: sha))
         let yaml = Manifests.machineConfig(node, name: "99-worker-stargz", role: "worker").yaml()
         try expectGolden("machineconfig.yaml", yaml)
         let mc = try #require(try parseYAML(yaml) as? [String: Any])
@@ -183,6 +184,8 @@ struct ManifestTests {
         #expect(decoded["/etc/containers/storage.conf"]?.1 == 420)
         #expect(decoded["/etc/stargz-store/config.toml"]?.0 == testConfig)
         #expect(decoded["/etc/stargz-store/config.toml"]?.1 == 420)
+        #expect(decoded["/etc/containers/registries.conf.d/99-stargz-store-helper.conf"]?.0 == StoreLayout().registriesDropIn)
+        #expect(decoded["/etc/containers/registries.conf.d/99-stargz-store-helper.conf"]?.1 == 420)
         let units = try #require((ign["systemd"] as? [String: Any])?["units"] as? [[String: Any]])
         #expect(units.count == 1)
         #expect(units[0]["name"] as? String == "stargz-store.service")
@@ -213,8 +216,12 @@ struct ManifestTests {
         #expect(((b["metadata"] as? [String: Any])?["labels"] as? [String: String])?["machineconfiguration.openshift.io/role"] == "master")
         let files = try #require((b["storage"] as? [String: Any])?["files"] as? [[String: Any]])
         let inline = files.map { ($0["path"] as? String ?? "", ($0["contents"] as? [String: Any])?["inline"] as? String ?? "") }
-        #expect(inline.map(\.0) == ["/etc/containers/storage.conf", "/etc/stargz-store/config.toml", "/etc/tmpfiles.d/stargz-store.conf"])
-        #expect(inline.map(\.1) == [node.storageConf!, testConfig, StoreLayout().tmpfilesConf])
+        #expect(
+            inline.map(\.0) == [
+                "/etc/containers/storage.conf", "/etc/stargz-store/config.toml", "/etc/tmpfiles.d/stargz-store.conf",
+                "/etc/containers/registries.conf.d/99-stargz-store-helper.conf",
+            ])
+        #expect(inline.map(\.1) == [node.storageConf!, testConfig, StoreLayout().tmpfilesConf, StoreLayout().registriesDropIn])
         let unit = try #require(((b["systemd"] as? [String: Any])?["units"] as? [[String: Any]])?.first)
         #expect(unit["contents"] as? String == node.unit)
     }
@@ -238,8 +245,14 @@ struct ManifestTests {
         let node = try testNode(storageConf: nil)
         var n = node
         n.storageConf = nil
-        #expect(n.files.map(\.path) == ["/etc/stargz-store/config.toml", "/etc/tmpfiles.d/stargz-store.conf"])
+        #expect(
+            n.files.map(\.path) == [
+                "/etc/stargz-store/config.toml", "/etc/tmpfiles.d/stargz-store.conf",
+                "/etc/containers/registries.conf.d/99-stargz-store-helper.conf",
+            ])
         #expect(ignitionProblems(try JSONSerialization.jsonObject(with: Data(Manifests.ignition(n).json().utf8))) == [])
+        n.authHelper = false
+        #expect(n.files.map(\.path) == ["/etc/stargz-store/config.toml", "/etc/tmpfiles.d/stargz-store.conf"])
         for bad in ["Worker", "-worker", "work_er", ""] { #expect(throws: DeployError.self) { try Manifests.checkRole(bad) } }
         for good in ["worker", "master", "infra-2"] { #expect(throws: Never.self) { try Manifests.checkRole(good) } }
         #expect(throws: DeployError.self) { try Manifests.checkName("99_worker") }
@@ -269,6 +282,20 @@ struct ManifestTests {
         #expect(!dir.exists("/no.yaml"))
         #expect(try stargz(["deploy", "machineconfig", "--role", "Bad Role"]).status != 0)
         #expect(try stargz(["deploy", "machineconfig", "--binary-url", "https://x/y"]).status != 0)
+        // The drop-in: left out with --no-auth-helper, and when the unit downloads a single executable (no helper).
+        let dropIn = "/etc/containers/registries.conf.d/99-stargz-store-helper.conf"
+        func paths(_ args: [String]) throws -> [String] {
+            let r = try stargz(["deploy", "machineconfig", "--format", "ignition", "--no-storage-conf"] + args)
+            try #require(r.status == 0, "\(r.err)")
+            let ign = try #require(try JSONSerialization.jsonObject(with: Data(r.out.utf8)) as? [String: Any])
+            return ((ign["storage"] as? [String: Any])?["files"] as? [[String: Any]] ?? []).compactMap { $0["path"] as? String }
+        }
+        #expect(try paths([]).contains(dropIn))
+        #expect(try paths(["--release-url", "https://mirror.example/r.tar.gz", "--sha256", sha]).contains(dropIn))
+        #expect(try !paths(["--no-auth-helper"]).contains(dropIn))
+        #expect(try !paths(["--binary-url", "https://mirror.example/stargz-store", "--sha256", sha]).contains(dropIn))
+        let single = try stargz(["deploy", "machineconfig", "--binary-url", "https://mirror.example/stargz-store", "--sha256", sha])
+        #expect(single.err.contains("single executable"), "\(single.err)")
         #expect(try stargz(["deploy", "containerruntimeconfig", "--output", dir.path + "/crc.yaml"]).status == 0)
         #expect(dir.read("/crc.yaml") == Data(try Manifests.containerRuntimeConfig(name: "stargz-worker", pool: "worker", layout: StoreLayout()).yaml().utf8))
     }

@@ -39,7 +39,7 @@ struct ReleaseTests {
         return (tarball, dir)
     }
 
-    @Test("the tarball holds stargz-store (and stargz, a symlink to it), config.toml, the unit, LICENSE and VERSION, owned by root, with its .sha256 beside it")
+    @Test("the tarball holds stargz-store (and stargz, a symlink to it), stargz-store-helper, config.toml, the unit, LICENSE and VERSION, owned by root, with its .sha256 beside it")
     func contents() throws {
         let tarball = try Self.tarball.get()
         let name = (tarball as NSString).lastPathComponent
@@ -59,7 +59,8 @@ struct ReleaseTests {
         }
         #expect(
             members == [
-                "stargz-store": "-rwxr-xr-x 0/0", "stargz": "lrwxrwxrwx 0/0 -> stargz-store", "config.toml": "-rw-r--r-- 0/0",
+                "stargz-store": "-rwxr-xr-x 0/0", "stargz": "lrwxrwxrwx 0/0 -> stargz-store",
+                "stargz-store-helper": "-rwxr-xr-x 0/0", "config.toml": "-rw-r--r-- 0/0",
                 "stargz-store.service": "-rw-r--r-- 0/0", "LICENSE": "-rw-r--r-- 0/0", "VERSION": "-rw-r--r-- 0/0",
             ])
 
@@ -69,12 +70,12 @@ struct ReleaseTests {
         #expect(hex.count == 64 && sumFile == "\(hex)  \(name)\n")
     }
 
-    @Test("the executable needs only glibc, libstdc++ and libgcc_s, at versions RHEL 9 has, and no run path")
+    @Test("the executables need only glibc, libstdc++ and libgcc_s, at versions RHEL 9 has, and no run path")
     func symbolVersions() throws {
         let (_, tmp) = try extracted()
         defer { tmp.cleanup() }
         let dir = tmp.path
-        for exe in ["stargz-store"] {
+        for exe in ["stargz-store", "stargz-store-helper"] {
             let deps = try ELFDependencies([UInt8](Data(contentsOf: URL(fileURLWithPath: dir + "/" + exe))))
             #expect(RHEL9.violations(deps) == [], "\(exe)")
             // The static libraries are in: nothing of zlib, libdeflate, zstd or the Swift runtime is looked up.
@@ -150,7 +151,7 @@ struct ReleaseTests {
         #expect(r.out.contains("zstd:chunked") && r.out.contains("OK"), "\(r.out)")
     }
 
-    @Test("deploy machineconfig --release-url reads the .sha256 beside the tarball; the unit's download step installs the release's stargz-store")
+    @Test("deploy machineconfig --release-url reads the .sha256 beside the tarball; the unit's download step installs the release's stargz-store and stargz-store-helper")
     func deployFromRelease() throws {
         let (tarball, tmp) = try extracted()
         defer { tmp.cleanup() }
@@ -187,6 +188,11 @@ struct ReleaseTests {
         #expect(run.status == 0, "\(run.err)")
         let installed = try runCapturing(node + "/usr/local/bin/stargz-store", ["--version"])
         #expect(installed.status == 0 && installed.out.contains("(commit "), "\(installed.out) \(installed.err)")
+        // The helper, beside it, byte for byte the tarball's; and the drop-in naming it is in the manifest.
+        #expect(FileManager.default.isExecutableFile(atPath: node + "/usr/local/bin/stargz-store-helper"))
+        #expect(FileManager.default.contents(atPath: node + "/usr/local/bin/stargz-store-helper") == FileManager.default.contents(atPath: dir + "/stargz-store-helper"))
+        let files = try #require((ignition["storage"] as? [String: Any])?["files"] as? [[String: Any]])
+        #expect(files.contains { $0["path"] as? String == StoreLayout.Defaults.registriesDropInPath })
 
         // A checksum file for another name is refused, and nothing is printed.
         let bad = try runCapturing(

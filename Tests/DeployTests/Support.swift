@@ -117,9 +117,14 @@ struct YAMLFailure: Error, CustomStringConvertible {
     var description: String { "PyYAML: \(message)" }
 }
 
-/// The `stargz` executable this build made (`swift build --build-tests` builds it with the tests).
-let stargzExecutable = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
-    .deletingLastPathComponent().appendingPathComponent(".build/debug/stargz").path
+/// The `stargz` executable this build made (`swift build --build-tests` builds it with the tests): beside the test
+/// bundle, so that a build with its own `--scratch-path` runs its own, else the checkout's `.build/debug/stargz`.
+let stargzExecutable: String = {
+    let besideTests = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().appendingPathComponent("stargz").path
+    if FileManager.default.isExecutableFile(atPath: besideTests) { return besideTests }
+    return URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+        .deletingLastPathComponent().appendingPathComponent(".build/debug/stargz").path
+}()
 
 /// Runs `stargz ARGS…` as a child process (in-process runs would print into the stdout other suites capture).
 func stargz(_ args: [String]) throws -> (status: Int32, out: String, err: String) {

@@ -15,6 +15,8 @@ struct SystemdUnitTests {
         for line in [
             "Type=notify", "Before=crio.service", "After=network.target", "Restart=always", "Environment=HOME=/root",
             "ExecStopPost=-/usr/bin/umount /var/lib/stargz-store/store",
+            // /run/stargz-store: 0700, kept across restarts of the unit (the helper's credentials), gone at reboot.
+            "RuntimeDirectory=stargz-store", "RuntimeDirectoryMode=0700", "RuntimeDirectoryPreserve=yes",
             "ExecStart=/usr/local/bin/stargz-store --log-level=info --config=/etc/stargz-store/config.toml --root=/var/lib/stargz-store /var/lib/stargz-store/store",
         ] {
             #expect(plain.split(separator: "\n").contains(Substring(line)), "missing \(line)")
@@ -125,6 +127,33 @@ struct SystemdUnitTests {
         #expect(dir.read("/state/binary-archive.sha256") == Data((digest + "\n").utf8))
         try FileManager.default.removeItem(atPath: archive)
         #expect(try runScript(unit, url: "file://" + archive, sha256: digest).0 == 0)
+        // That archive has no stargz-store-helper: the store is installed alone.
+        #expect(!dir.exists("/bin/stargz-store-helper"))
+    }
+
+    @Test("the download step installs stargz-store-helper from an archive that holds it, at the layout's helper path")
+    func downloadArchiveWithHelper() throws {
+        let dir = try TempDir()
+        defer { dir.cleanup() }
+        try dir.write("/build/stargz-store", "#!/bin/sh\necho store\n", mode: 0o755)
+        try dir.write("/build/stargz-store-helper", "#!/bin/sh\necho helper\n", mode: 0o755)
+        try dir.write("/build/LICENSE", "license\n")
+        let archive = dir.path + "/mirror/stargz-swift-1.0.0-linux-amd64.tar.gz"
+        try FileManager.default.createDirectory(atPath: dir.path + "/mirror", withIntermediateDirectories: true)
+        #expect(try shell(["tar", "-czf", archive, "-C", dir.path + "/build", "LICENSE", "stargz-store", "stargz-store-helper"]).status == 0)
+        let digest = try #require(try shell(["sha256sum", archive]).out.split(separator: " ").first.map(String.init))
+        for (helperPath, expected) in [(nil, "/bin/stargz-store-helper"), (dir.path + "/libexec/stargz/helper", "/libexec/stargz/helper")] {
+            let layout = StoreLayout(binaryPath: dir.path + "/bin/stargz-store", helperPath: helperPath, root: dir.path + "/state")
+            #expect(layout.helperPath == dir.path + expected)
+            let unit = try SystemdUnit.render(layout: layout, binary: BinarySource(url: "file://" + archive, sha256: digest))
+            let (status, err) = try runScript(unit, url: "file://" + archive, sha256: digest)
+            #expect(status == 0 && err.isEmpty, "\(err)")
+            #expect(dir.read("/bin/stargz-store") == Data("#!/bin/sh\necho store\n".utf8))
+            #expect(dir.read(expected) == Data("#!/bin/sh\necho helper\n".utf8))
+            #expect(try dir.mode(expected) == 0o755)
+            try FileManager.default.removeItem(atPath: dir.path + "/state")  // the next layout downloads again
+        }
+        #expect(try FileManager.default.subpathsOfDirectory(atPath: dir.path + "/bin").sorted() == ["stargz-store", "stargz-store-helper"])
     }
 
     @Test(
