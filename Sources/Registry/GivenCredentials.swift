@@ -32,6 +32,10 @@ public final class GivenCredentials: Sendable {
         var given: Double
         /// The layers that used them (the store's layer keys); dropped when this becomes empty.
         var holders: [String] = []
+        /// The holders are a previous run's: they keep the entry only until the TTL.
+        var provisional = false
+        /// When a layer last took hold of them (0: never).
+        var lastHeld: Double = 0
 
         var scope: String { registry + "/" + repository }
 
@@ -64,12 +68,17 @@ public final class GivenCredentials: Sendable {
     public let file: String?
     /// How long credentials no layer holds are kept after they were last given.
     public let ttl: Duration
+    /// The entries by scope. Every change computes the new state, writes it to the file and only then takes it,
+    /// in one critical section: the file never lags behind or runs ahead of what the store uses, and two changes
+    /// never write it out of order (a few KB on a tmpfs; lookups only read).
     private let entries: Mutex<[String: Entry]>
     private let now: @Sendable () -> Double
-    private let dropped: Mutex<(@Sendable (_ registry: String, _ repository: String) -> Void)?>
+    private let changed: Mutex<(@Sendable (_ registry: String, _ repository: String) -> Void)?>
 
     /// Credentials kept in `file` (read back now: what a previous run of the store was given), or in memory only.
-    /// A file that cannot be read back is reported in `problem` and replaced at the first change.
+    /// A file that cannot be read back is reported in `problem` and replaced at the first change. Layers that held
+    /// credentials in the previous run hold them provisionally: they keep them only until the TTL, unless a
+    /// layer of this run takes hold of them again.
     public init(file: String?, ttl: Duration, now: (@Sendable () -> Double)? = nil) {
         self.file = file
         self.ttl = ttl
@@ -78,21 +87,26 @@ public final class GivenCredentials: Sendable {
         var problem: String? = nil
         if let file {
             switch Self.read(file) {
-            case .success(let list): for e in list { loaded[e.scope] = e }
+            case .success(let list):
+                for var e in list {
+                    e.provisional = !e.holders.isEmpty
+                    loaded[e.scope] = e
+                }
             case .failure(let why): problem = why.description
             }
         }
         entries = Mutex(loaded)
-        dropped = Mutex(nil)
+        changed = Mutex(nil)
         self.problem = problem
     }
 
     /// Why the file of a previous run was not read back (nil: read, or there was none).
     public let problem: String?
 
-    /// Called with the repository of every entry dropped (the client forgets authorizations made with them).
-    public func onDrop(_ action: @escaping @Sendable (_ registry: String, _ repository: String) -> Void) {
-        dropped.withLock { $0 = action }
+    /// Called with the repository of every entry dropped or given new credentials (the client forgets the
+    /// authorizations made with the old ones).
+    public func onChange(_ action: @escaping @Sendable (_ registry: String, _ repository: String) -> Void) {
+        changed.withLock { $0 = action }
     }
 
     /// The scopes (`host/repo`) held now, for logs and tests.
@@ -109,85 +123,102 @@ public final class GivenCredentials: Sendable {
     }
 
     /// Takes the helper's JSON: `{"<image reference>": {"username": …, "password": …, "identityToken": …}}`, every
-    /// field optional. Nothing changes unless all of it is good; on success the file is written before this
-    /// returns. Returns the scopes that now hold credentials from this call.
+    /// field optional. Nothing changes unless all of it is good and written to the file. Returns the scopes
+    /// that now hold credentials from this call.
     @discardableResult
     public func add(json: [UInt8]) throws(GivenCredentialsError) -> [String] {
         let given = try Self.parse(json, at: now())
-        sweep()
-        let (before, after, evicted) = try entries.withLock { e throws(GivenCredentialsError) -> ([String: Entry], [String: Entry], [Entry]) in
-            let before = e
-            var evicted: [Entry] = []
+        let touched = try change { e throws(GivenCredentialsError) -> [Entry] in
+            var touched: [Entry] = []
             for var g in given {
-                if let have = e[g.scope] { g.holders = have.holders }
-                if e[g.scope] == nil && e.count >= Limits.maxEntries {
+                if let have = e[g.scope] {
+                    g.holders = have.holders
+                    g.provisional = have.provisional
+                    g.lastHeld = have.lastHeld
+                    if have.credential != g.credential { touched.append(have) }
+                } else if e.count >= Limits.maxEntries {
                     guard let oldest = e.values.filter({ $0.holders.isEmpty }).min(by: { $0.given < $1.given }) else {
-                        e = before
                         throw GivenCredentialsError("the store holds credentials for \(Limits.maxEntries) repositories, all in use")
                     }
-                    evicted.append(oldest)
+                    touched.append(oldest)
                     e[oldest.scope] = nil
                 }
                 e[g.scope] = g
             }
-            return (before, e, evicted)
+            return touched
         }
-        do { try save(after) } catch {
-            entries.withLock { $0 = before }
-            throw error
-        }
-        for e in evicted { notifyDropped(e) }
+        notify(touched)
         return given.map(\.scope)
     }
 
     /// Marks the credentials for `repository` on `host` (if any were given) as used by the layer `holder`: they
-    /// are kept while it lives.
+    /// are kept while it lives. The first layer of this run to take hold ends the previous run's provisional
+    /// holders.
     public func hold(host: String, repository: String, by holder: String) {
         let scope = CredentialStore.canonicalHost(host) + "/" + repository
-        let changed = entries.withLock { e -> [String: Entry]? in
-            guard var entry = e[scope], !entry.holders.contains(holder) else { return nil }
+        let time = now()
+        _ = try? change { e throws(GivenCredentialsError) in
+            guard var entry = e[scope], entry.provisional || !entry.holders.contains(holder) else { return }
+            if entry.provisional {
+                entry.holders = []
+                entry.provisional = false
+            }
             entry.holders.append(holder)
+            entry.lastHeld = time
             e[scope] = entry
-            return e
         }
-        if let changed { try? save(changed) }
     }
 
-    /// The layer `holder` is gone: credentials that only it held are dropped.
+    /// The layer `holder` is gone: credentials that only it held are dropped, unless they were given again since
+    /// a layer last took hold of them (a pull of the same repository under way, whose layers have not been
+    /// looked up yet): those stay until the TTL or their own layers' release.
     public func release(holder: String) {
-        let (changed, gone) = entries.withLock { e -> ([String: Entry]?, [Entry]) in
+        let gone = (try? change { e throws(GivenCredentialsError) -> [Entry] in
             var gone: [Entry] = []
-            var touched = false
             for (scope, var entry) in e where entry.holders.contains(holder) {
-                touched = true
                 entry.holders.removeAll { $0 == holder }
-                if entry.holders.isEmpty {
+                if entry.holders.isEmpty && entry.given <= entry.lastHeld {
                     gone.append(entry)
                     e[scope] = nil
                 } else {
                     e[scope] = entry
                 }
             }
-            return (touched ? e : nil, gone)
-        }
-        if let changed { try? save(changed) }
-        for g in gone { notifyDropped(g) }
+            return gone
+        }) ?? []
+        notify(gone)
     }
 
-    /// Drops what no layer holds and was given more than `ttl` ago.
+    /// Drops what no layer of this run holds and was given more than `ttl` ago.
     public func sweep() {
         let deadline = now() - Double(ttl.components.seconds)
-        let (changed, gone) = entries.withLock { e -> ([String: Entry]?, [Entry]) in
-            let gone = e.values.filter { $0.holders.isEmpty && $0.given < deadline }
+        let expired = entries.withLock { e in e.values.contains { ($0.holders.isEmpty || $0.provisional) && $0.given < deadline } }
+        guard expired else { return }
+        let gone = (try? change { e throws(GivenCredentialsError) -> [Entry] in
+            let gone = e.values.filter { ($0.holders.isEmpty || $0.provisional) && $0.given < deadline }
             for g in gone { e[g.scope] = nil }
-            return (gone.isEmpty ? nil : e, gone)
-        }
-        if let changed { try? save(changed) }
-        for g in gone { notifyDropped(g) }
+            return gone
+        }) ?? []
+        notify(gone)
     }
 
-    private func notifyDropped(_ e: Entry) {
-        dropped.withLock { $0 }?(e.registry, e.repository)
+    /// Applies `body` to a copy of the entries, writes the copy to the file when it differs, and takes it: all
+    /// under the lock. When `body` or the write fails, nothing changes.
+    private func change<T>(_ body: (inout [String: Entry]) throws(GivenCredentialsError) -> T) throws(GivenCredentialsError) -> T {
+        try entries.withLock { e throws(GivenCredentialsError) -> T in
+            var next = e
+            let result = try body(&next)
+            if next != e {
+                try save(next)
+                e = next
+            }
+            return result
+        }
+    }
+
+    private func notify(_ list: [Entry]) {
+        guard !list.isEmpty, let action = changed.withLock({ $0 }) else { return }
+        for e in list { action(e.registry, e.repository) }
     }
 
     // MARK: The helper's JSON
@@ -209,14 +240,16 @@ public final class GivenCredentials: Sendable {
         for key in top.keys.sorted() {
             let ref: Reference
             do { ref = try Reference(key, defaultTag: false) } catch {
-                throw GivenCredentialsError("\"\(key.prefix(256))\" is not an image reference: \(error)")
+                throw GivenCredentialsError("\"\(key.prefix(256))\" is not an image reference: \(String(describing: error).prefix(200))")
             }
             guard let fields = top[key] as? [String: Any] else {
                 throw GivenCredentialsError("the credentials for \(ref) are not a JSON object")
             }
             var strings: [String: String] = [:]
+            // Go's decoder matches field names regardless of case (PR #1674 spells one `identitytoken`).
+            let byLowercase = Dictionary(fields.map { ($0.key.lowercased(), $0.value) }, uniquingKeysWith: { a, _ in a })
             for name in ["username", "password", "identityToken"] {
-                guard let v = fields[name] else { continue }
+                guard let v = byLowercase[name.lowercased()] else { continue }
                 guard let s = v as? String else { throw GivenCredentialsError("\(name) for \(ref) is not a string") }
                 guard !s.utf8.contains(where: { $0 < 0x20 || $0 == 0x7F }) else {
                     throw GivenCredentialsError("\(name) for \(ref) has a control character")
@@ -245,11 +278,13 @@ public final class GivenCredentials: Sendable {
         if mkdir(dir, 0o700) != 0 && errno != EEXIST {
             throw GivenCredentialsError("cannot create \(dir): \(String(cString: strerror(errno)))")
         }
-        // Written to a new file made 0600 (never wider, whatever the umask), then renamed over the old one.
-        let tmp = file + ".new"
-        unlink(tmp)
-        let fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0o600)
-        guard fd >= 0 else { throw GivenCredentialsError("cannot write \(tmp): \(String(cString: strerror(errno)))") }
+        if let why = Self.unsafeDirectory(dir) { throw GivenCredentialsError(why) }
+        // Written to a new file of its own made 0600 (never wider, whatever the umask), then renamed over the old one.
+        var template = Array((file + ".XXXXXX").utf8CString)
+        let fd = template.withUnsafeMutableBufferPointer { mkstemp($0.baseAddress!) }
+        guard fd >= 0 else { throw GivenCredentialsError("cannot write beside \(file): \(String(cString: strerror(errno)))") }
+        _ = fcntl(fd, F_SETFD, FD_CLOEXEC)
+        let tmp = String(decoding: template.dropLast().map { UInt8(bitPattern: $0) }, as: UTF8.self)
         let written = bytes.withUnsafeBytes { p -> Int in
             var off = 0
             while off < p.count {
@@ -260,28 +295,54 @@ public final class GivenCredentials: Sendable {
             }
             return off
         }
-        let synced = fchmod(fd, 0o600) == 0
+        let private600 = fchmod(fd, 0o600) == 0
         close(fd)
-        guard written == bytes.count, synced, rename(tmp, file) == 0 else {
+        guard written == bytes.count, private600, rename(tmp, file) == 0 else {
             let why = String(cString: strerror(errno))
             unlink(tmp)
             throw GivenCredentialsError("cannot write \(file): \(why)")
         }
     }
 
-    private static func read(_ file: String) -> Result<[Entry], ReadProblem> {
+    /// Why `dir` must not hold credentials (nil: it may): a directory of this user that no one else can enter.
+    static func unsafeDirectory(_ dir: String) -> String? {
         var st = stat()
-        guard lstat(file, &st) == 0 else {
+        guard lstat(dir, &st) == 0 else { return "cannot read \(dir): \(String(cString: strerror(errno)))" }
+        guard st.st_mode & S_IFMT == S_IFDIR else { return "\(dir) is not a directory; credentials are not kept there" }
+        guard st.st_uid == geteuid(), st.st_mode & 0o077 == 0 else {
+            return "\(dir) is not this user's with mode 0700; credentials are not kept there"
+        }
+        return nil
+    }
+
+    private static func read(_ file: String) -> Result<[Entry], ReadProblem> {
+        if let why = unsafeDirectory((file as NSString).deletingLastPathComponent), access((file as NSString).deletingLastPathComponent, F_OK) == 0 {
+            return .failure(ReadProblem(why))
+        }
+        let fd = open(file, O_RDONLY | O_NOFOLLOW | O_CLOEXEC)
+        guard fd >= 0 else {
             return errno == ENOENT ? .success([]) : .failure(ReadProblem("cannot read \(file): \(String(cString: strerror(errno)))"))
         }
-        guard (st.st_mode & S_IFMT) == S_IFREG else { return .failure(ReadProblem("\(file) is not a regular file")) }
-        guard st.st_uid == getuid(), st.st_mode & 0o077 == 0 else {
+        defer { close(fd) }
+        var st = stat()
+        guard fstat(fd, &st) == 0, st.st_mode & S_IFMT == S_IFREG else { return .failure(ReadProblem("\(file) is not a regular file")) }
+        guard st.st_uid == geteuid(), st.st_mode & 0o077 == 0 else {
             return .failure(ReadProblem("\(file) is not owned by this user with mode 0600; not trusted"))
         }
-        guard st.st_size <= Limits.maxFileBytes, let data = FileManager.default.contents(atPath: file) else {
-            return .failure(ReadProblem("\(file) is larger than \(Limits.maxFileBytes) bytes or unreadable"))
+        guard st.st_size <= Limits.maxFileBytes else {
+            return .failure(ReadProblem("\(file) is larger than \(Limits.maxFileBytes) bytes"))
         }
-        guard let saved = try? JSONDecoder().decode(Saved.self, from: data), saved.version == 1 else {
+        var data = [UInt8](repeating: 0, count: Int(st.st_size) + 1)
+        var have = 0
+        while have < data.count {
+            let n = data.withUnsafeMutableBytes { Glibc.read(fd, $0.baseAddress! + have, $0.count - have) }
+            if n < 0 && errno == EINTR { continue }
+            guard n >= 0 else { return .failure(ReadProblem("cannot read \(file): \(String(cString: strerror(errno)))")) }
+            if n == 0 { break }
+            have += n
+        }
+        guard have <= Limits.maxFileBytes, let saved = try? JSONDecoder().decode(Saved.self, from: Data(data[..<have])), saved.version == 1
+        else {
             return .failure(ReadProblem("\(file) is not a credentials file of this store"))
         }
         return .success(Array(saved.entries.prefix(Limits.maxEntries)))

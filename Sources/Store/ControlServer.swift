@@ -42,7 +42,7 @@ public final class ControlServer: Sendable {
             .childChannelInitializer { ch in
                 peerCredentials(ch).flatMapThrowing { peer in
                     let ops = ch.pipeline.syncOperations
-                    try ops.configureHTTPServerPipeline(withErrorHandling: true)
+                    try ops.configureHTTPServerPipeline(withErrorHandling: false)
                     let allowed = peer.map { $0.uid == 0 || $0.uid == me } ?? false
                     try ops.addHandler(ControlHandler(credentials: credentials, logger: logger, peer: peer, allowed: allowed))
                 }
@@ -115,8 +115,14 @@ final class ControlHandler: ChannelInboundHandler {
             } else if let n = h.headers.first(name: "Content-Length").flatMap(Int.init), n > GivenCredentials.Limits.maxBytes {
                 refused = (.payloadTooLarge, "the credentials are \(n) bytes, more than \(GivenCredentials.Limits.maxBytes)")
             }
+            // A request refused by its head is answered at once, and the connection closed: its body is not read.
+            if let (status, message) = refused {
+                head = nil
+                logger.warning("control socket: \(message)", metadata: peerMetadata.merging(["status": "\(status.code)"]) { $1 })
+                respond(context, h, status, message)
+            }
         case .body(var part):
-            guard refused == nil else { return }
+            guard head != nil, refused == nil else { return }
             if body.count + part.readableBytes > GivenCredentials.Limits.maxBytes {
                 refused = (.payloadTooLarge, "the credentials are more than \(GivenCredentials.Limits.maxBytes) bytes")
                 body = []
@@ -153,7 +159,27 @@ final class ControlHandler: ChannelInboundHandler {
         }
     }
 
+    /// One request per connection, answered within ``timeout`` of the connection (then it is closed).
+    static let timeout = TimeAmount.seconds(10)
+    private var deadline: Scheduled<Void>?
+
+    func handlerAdded(context: ChannelHandlerContext) {
+        let channel = context.channel
+        deadline = context.eventLoop.scheduleTask(in: Self.timeout) { channel.close(promise: nil) }
+    }
+
+    func handlerRemoved(context: ChannelHandlerContext) {
+        deadline?.cancel()
+    }
+
+    /// Bytes that are not HTTP: 400, and the connection closed.
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        logger.warning("control socket: not an HTTP request", metadata: peerMetadata.merging(["error": "\(error)"]) { $1 })
+        respond(context, HTTPRequestHead(version: .http1_1, method: .GET, uri: "/"), .badRequest, "not an HTTP/1.1 request")
+    }
+
     private func respond(_ context: ChannelHandlerContext, _ head: HTTPRequestHead, _ status: HTTPResponseStatus, _ message: String?) {
+        guard context.channel.isActive else { return }
         var headers = HTTPHeaders()
         let text = message.map { $0 + "\n" } ?? ""
         if message != nil { headers.add(name: "Content-Type", value: "text/plain; charset=utf-8") }

@@ -149,8 +149,8 @@ public struct StoreDaemon: Service, Sendable {
         let client = RegistryClient(
             configuration: registryConfiguration(registriesConf: settings), credentials: store, logger: logger,
             metrics: metrics.registryMetrics)
-        // Authorizations made with dropped credentials are forgotten with them.
-        given.onDrop { [client] registry, repository in
+        // Authorizations made with dropped or replaced credentials are forgotten with them.
+        given.onChange { [client] registry, repository in
             Task { await client.forgetAuthorizations(host: registry, repository: repository) }
         }
         do {

@@ -34,7 +34,8 @@ enum Helper {
         usage: stargz-store-helper [--root DIR] [--timeout SECONDS] [SOCKET]
         Reads {"<image reference>": {"username": …, "password": …, "identityToken": …}} on standard input (as
         containers/image writes it) and hands it to the running stargz-store at SOCKET (default DIR/store.sock,
-        DIR default \(defaultRoot)). Exits 0 once the store holds the credentials.
+        DIR default \(defaultRoot); or $STARGZ_STORE_SOCKET). Exits 0 once the store holds the credentials; the
+        whole run takes at most --timeout seconds (default \(defaultTimeout)).
         """
 
     struct Options {
@@ -42,8 +43,11 @@ enum Helper {
         var timeout = defaultTimeout
     }
 
-    static func parse(_ args: [String]) throws(HelperFailure) -> Options? {
+    /// `environment`: `$STARGZ_STORE_SOCKET`, which containers/image passes on (it passes no arguments), for a
+    /// store with another root or `-addr`; `--root` and SOCKET win over it.
+    static func parse(_ args: [String], environment socketFromEnvironment: String? = nil) throws(HelperFailure) -> Options? {
         var o = Options()
+        if let e = socketFromEnvironment, !e.isEmpty { o.socket = e }
         var root: String? = nil
         var socket: String? = nil
         var i = 0
@@ -64,7 +68,7 @@ enum Helper {
             default:
                 if let eq = a.firstIndex(of: "="), a.hasPrefix("--root=") || a.hasPrefix("--timeout=") {
                     let name = String(a[..<eq]), v = String(a[a.index(after: eq)...])
-                    return try parse(Array(args[..<i]) + [name, v] + Array(args[(i + 1)...]))
+                    return try parse(Array(args[..<i]) + [name, v] + Array(args[(i + 1)...]), environment: socketFromEnvironment)
                 }
                 guard !a.hasPrefix("-"), socket == nil else { throw .usage("unexpected argument \(a)") }
                 socket = a
@@ -208,10 +212,20 @@ enum Helper {
 
     static func main(_ args: [String]) -> Int32 {
         do {
-            guard let o = try parse(args) else {
+            guard let o = try parse(args, environment: getenv("STARGZ_STORE_SOCKET").map { String(cString: $0) }) else {
                 print(usage)
                 return 0
             }
+            // containers/image waits for the helper without a limit, so every wait here has one: the whole run,
+            // standard input and syslog included, ends at --timeout (SIGALRM: one line, exit 69).
+            signal(SIGPIPE, SIG_IGN)
+            signal(SIGALRM) { _ in
+                // Async-signal-safe: a static string and write(2).
+                let line: StaticString = "stargz-store-helper: no answer within the time allowed (--timeout); the store may not hold the credentials\n"
+                _ = write(2, line.utf8Start, line.utf8CodeUnitCount)
+                _exit(69)
+            }
+            alarm(UInt32(o.timeout))
             try handOver(try readInput(), o)
             return 0
         } catch {

@@ -118,7 +118,7 @@ struct GivenCredentialTests {
         let clock = TestClock()
         let given = GivenCredentials(file: nil, ttl: .seconds(600), now: clock.now)
         let gone = Mutex<[String]>([])
-        given.onDrop { r, repo in gone.withLock { $0.append(r + "/" + repo) } }
+        given.onChange { r, repo in gone.withLock { $0.append(r + "/" + repo) } }
         try given.add(json: Array(#"{"reg.example/held:1":{"username":"u","password":"p"}}"#.utf8))
         try given.add(json: Array(#"{"reg.example/idle:1":{"username":"u","password":"p"}}"#.utf8))
         given.hold(host: "reg.example", repository: "held", by: "layer-a")
@@ -138,5 +138,80 @@ struct GivenCredentialTests {
         try given.add(json: Array(#"{"reg.example/idle:2":{"username":"u","password":"p2"}}"#.utf8))
         clock.advance(599)
         #expect(given.credential(host: "reg.example", repository: "idle")?.password == "p2")
+    }
+
+    @Test("a pull that gives them again before its layers are looked up keeps them through the last release of the earlier ones")
+    func givenAgainDuringRelease() async throws {
+        let clock = TestClock()
+        let given = GivenCredentials(file: nil, ttl: .seconds(600), now: clock.now)
+        try given.add(json: Array(#"{"reg.example/app:v1":{"username":"u","password":"p"}}"#.utf8))
+        given.hold(host: "reg.example", repository: "app", by: "v1-layer")
+        clock.advance(5)
+        // The helper runs for app:v2 (before any of its layers is looked up), then v1's last layer goes.
+        try given.add(json: Array(#"{"reg.example/app:v2":{"username":"u","password":"p"}}"#.utf8))
+        given.release(holder: "v1-layer")
+        #expect(given.credential(host: "reg.example", repository: "app") != nil, "v2's credentials went with v1's layer")
+        given.hold(host: "reg.example", repository: "app", by: "v2-layer")
+        given.release(holder: "v2-layer")
+        #expect(given.credential(host: "reg.example", repository: "app") == nil, "released by its own layers, they go")
+    }
+
+    @Test("a previous run's holders are provisional: kept to the TTL, longer only when a layer of this run takes hold")
+    func provisionalHolders() async throws {
+        try await withTemporaryDirectory("given-provisional") { dir in
+            let clock = TestClock()
+            let file = dir + "/run/credentials.json"
+            let first = GivenCredentials(file: file, ttl: .seconds(600), now: clock.now)
+            try first.add(json: Array(#"{"reg.example/kept:1":{"username":"u","password":"p"},"reg.example/stale:1":{"username":"u","password":"p"}}"#.utf8))
+            first.hold(host: "reg.example", repository: "kept", by: "layer-k")
+            first.hold(host: "reg.example", repository: "stale", by: "layer-s")
+            // A restart; layer-s was removed while the store was down (its rmdir never comes).
+            let second = GivenCredentials(file: file, ttl: .seconds(600), now: clock.now)
+            second.hold(host: "reg.example", repository: "kept", by: "layer-k")
+            clock.advance(601)
+            #expect(second.scopes == ["reg.example/kept"])
+            let saved = try JSONSerialization.jsonObject(with: try #require(FileManager.default.contents(atPath: file))) as? [String: Any]
+            let repositories = (saved?["entries"] as? [[String: Any]])?.compactMap { $0["repository"] as? String }
+            #expect(repositories == ["kept"], "the file says the same")
+        }
+    }
+
+    @Test("replaced credentials are reported, so authorizations made with the old ones are forgotten")
+    func replaced() async throws {
+        let given = GivenCredentials(file: nil, ttl: .seconds(600))
+        let changed = Mutex<[String]>([])
+        given.onChange { r, repo in changed.withLock { $0.append(r + "/" + repo) } }
+        try given.add(json: Array(#"{"reg.example/app:1":{"username":"u","password":"old"}}"#.utf8))
+        try given.add(json: Array(#"{"reg.example/app:1":{"username":"u","password":"old"}}"#.utf8))
+        #expect(changed.withLock { $0 }.isEmpty, "the same credentials again change nothing")
+        try given.add(json: Array(#"{"reg.example/app:2":{"username":"u","password":"new"}}"#.utf8))
+        #expect(changed.withLock { $0 } == ["reg.example/app"])
+        // Go's decoder ignores the case of field names; so does this one.
+        try given.add(json: Array(#"{"reg.example/tok:1":{"identitytoken":"t"}}"#.utf8))
+        #expect(given.credential(host: "reg.example", repository: "tok") == .identityToken("t"))
+    }
+
+    @Test("concurrent pulls, holds and releases: the file always ends equal to what the store uses")
+    func concurrentChanges() async throws {
+        try await withTemporaryDirectory("given-concurrent") { dir in
+            let file = dir + "/run/credentials.json"
+            let given = GivenCredentials(file: file, ttl: .seconds(3600))
+            await withTaskGroup(of: Void.self) { group in
+                for i in 0..<64 {
+                    group.addTask {
+                        _ = try? given.add(json: Array("{\"reg.example/r\(i % 16):\(i)\":{\"username\":\"u\(i)\",\"password\":\"p\"}}".utf8))
+                        given.hold(host: "reg.example", repository: "r\(i % 16)", by: "layer-\(i)")
+                        if i % 3 == 0 { given.release(holder: "layer-\(i)") }
+                    }
+                }
+            }
+            let reread = GivenCredentials(file: file, ttl: .seconds(3600))
+            #expect(reread.scopes == given.scopes)
+            for r in 0..<16 {
+                #expect(reread.credential(host: "reg.example", repository: "r\(r)") == given.credential(host: "reg.example", repository: "r\(r)"))
+            }
+            let leftovers = try FileManager.default.contentsOfDirectory(atPath: dir + "/run")
+            #expect(leftovers == ["credentials.json"], "temporary files left: \(leftovers)")
+        }
     }
 }

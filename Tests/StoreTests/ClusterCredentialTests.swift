@@ -53,6 +53,32 @@ private func helperJSON(_ ref: String, username: String = "", password: String =
     return "{" + q(ref) + ":{" + fields.joined(separator: ",") + "}}"
 }
 
+/// Sends `request` on the unix socket at `path` and reads the answer until the server closes (10 s at most: the
+/// caller checks how long it took).
+private func unixRequest(_ path: String, _ request: String) throws -> String {
+    let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
+    defer { close(fd) }
+    var addr = sockaddr_un()
+    addr.sun_family = sa_family_t(AF_UNIX)
+    withUnsafeMutableBytes(of: &addr.sun_path) { $0.copyBytes(from: Array(path.utf8)) }
+    let ok = withUnsafePointer(to: &addr) {
+        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
+    }
+    guard ok == 0 else { throw SupportError("cannot connect to \(path)") }
+    var tv = timeval(tv_sec: 10, tv_usec: 0)
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
+    let bytes = Array(request.utf8)
+    _ = bytes.withUnsafeBytes { send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
+    var out: [UInt8] = []
+    var buf = [UInt8](repeating: 0, count: 4096)
+    while true {
+        let n = buf.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) }
+        guard n > 0 else { break }
+        out += buf[..<n]
+    }
+    return String(decoding: out, as: UTF8.self)
+}
+
 @Suite("The cluster's credentials: stargz-store-helper, the kubelet's pull secret, a mirror (real store, registries, podman)", .serialized)
 struct ClusterCredentialTests {
     var storeBinary: String { Paths.repoRoot.appendingPathComponent(".build/debug/stargz-store").path }
@@ -253,6 +279,14 @@ struct ClusterCredentialTests {
                 #expect(r.stderr.hasPrefix("stargz-store-helper: ") && r.stderr.hasSuffix("\n") && r.stderr.filter { $0 == "\n" }.count == 1, "\(r.stderr)")
                 #expect(!r.stderr.contains("eve"))
             }
+            // The socket itself: a body over the bound is refused by its head (not read), other paths are not there.
+            let sock = dir + "/root/store.sock"
+            #expect(try unixRequest(sock, "POST /v1/credentials HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\n").hasPrefix("HTTP/1.1 413"))
+            #expect(try unixRequest(sock, "GET /v1/credentials HTTP/1.1\r\nHost: x\r\n\r\n").hasPrefix("HTTP/1.1 405"))
+            #expect(try unixRequest(sock, "GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n").hasPrefix("HTTP/1.1 404"))
+            let started = ContinuousClock.now
+            #expect(try unixRequest(sock, "not http at all\r\n\r\n").hasPrefix("HTTP/1.1 400"))
+            #expect(ContinuousClock.now - started < .seconds(9), "a malformed request was answered but its connection kept open")
             // Another user, with the socket opened to everyone: SO_PEERCRED says who it is, and the store does not listen.
             chmod(dir + "/root/store.sock", 0o666)
             let nobody = try callHelper(helper, helperJSON("\(registry.host)/private/app:1", username: "eve", password: "x"), asNobody: true)
