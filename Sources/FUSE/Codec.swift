@@ -32,6 +32,15 @@ public enum ABI {
     public static let kernelMajor = UInt32(FUSE_KERNEL_VERSION)
     /// The highest minor of the header this is built against.
     public static let kernelMinor = UInt32(FUSE_KERNEL_MINOR_VERSION)
+    /// 7.40 (Linux 6.9), newer than the vendored header: the INIT flag by which the kernel says it can resend the
+    /// requests a daemon read but did not answer (`FUSE_HAS_RESEND`, bit 39, in `flags2`)…
+    public static let hasResend: UInt64 = 1 << 39
+    /// …the notification that asks it to (`FUSE_NOTIFY_RESEND`: a bare `fuse_out_header` with `unique` 0 and this
+    /// code as `error`)…
+    public static let notifyResend: Int32 = 7
+    /// …and the bit it sets in the `unique` of a request it resends (`FUSE_UNIQUE_RESEND`; replies carry the
+    /// `unique` as it came).
+    public static let uniqueResend: UInt64 = 1 << 63
 }
 
 /// The fixed part of every request (`struct fuse_in_header`).

@@ -29,6 +29,9 @@ public final class Dispatcher: Sendable {
     let logger: Logger
     /// The minor agreed at INIT (0 before), read for every request.
     private let negotiated = Atomic<UInt32>(0)
+    /// The flags the kernel offered at INIT and those answered.
+    private let offered = Atomic<UInt64>(0)
+    private let answered = Atomic<UInt64>(0)
     private struct State {
         var directories: [UInt64: [DirectoryEntry]] = [:]
         var nextHandle: UInt64 = 1
@@ -47,6 +50,19 @@ public final class Dispatcher: Sendable {
 
     /// The protocol minor agreed at INIT (0 before).
     public var minor: UInt32 { negotiated.load(ordering: .acquiring) }
+
+    /// What was agreed at INIT, for a successor that adopts the session.
+    public var parameters: SessionParameters {
+        SessionParameters(
+            minor: minor, kernelFlags: offered.load(ordering: .acquiring), flags: answered.load(ordering: .acquiring))
+    }
+
+    /// Takes what a predecessor agreed at INIT (an adopted session gets no INIT).
+    func adopt(_ p: SessionParameters) {
+        offered.store(p.kernelFlags, ordering: .releasing)
+        answered.store(p.flags, ordering: .releasing)
+        negotiated.store(p.minor, ordering: .releasing)
+    }
 
     /// Directory handles open now.
     public var openDirectories: Int { state.withLock { $0.directories.count } }
@@ -128,6 +144,8 @@ public final class Dispatcher: Sendable {
         out.maxWrite = 4096
         out.timeGranularity = 1
         out.maxPages = UInt16(options.maxRead / 4096)
+        offered.store(i.flags, ordering: .releasing)
+        answered.store(out.flags, ordering: .releasing)
         negotiated.store(out.minor, ordering: .releasing)
         return out
     }
@@ -185,4 +203,26 @@ public final class Dispatcher: Sendable {
         if value.count > Int(size) { throw FUSEError(ERANGE) }
         return .reply(.data(value))
     }
+}
+
+/// What the kernel and the daemon agreed at INIT: all a successor process needs to serve the same /dev/fuse
+/// session without mounting again (the kernel sends INIT once per connection).
+public struct SessionParameters: Codable, Sendable, Equatable {
+    /// The protocol minor agreed.
+    public var minor: UInt32
+    /// The capability flags the kernel offered.
+    public var kernelFlags: UInt64
+    /// The capability flags answered.
+    public var flags: UInt64
+
+    /// Creates parameters.
+    public init(minor: UInt32, kernelFlags: UInt64, flags: UInt64) {
+        self.minor = minor
+        self.kernelFlags = kernelFlags
+        self.flags = flags
+    }
+
+    /// Whether the kernel resends requests read but not answered when asked (`FUSE_HAS_RESEND`, Linux 6.9+): a
+    /// successor then loses none of a dead process's requests.
+    public var kernelCanResend: Bool { kernelFlags & ABI.hasResend != 0 }
 }

@@ -14,6 +14,12 @@ import Synchronization
 /// (``RequestDecoder``), hand it to the ``Dispatcher`` and write what it answers at once; an answer that comes
 /// later becomes a task that writes its own reply. `FUSE_INTERRUPT` cancels that task. ``unmount()`` detaches
 /// the mount, lets the readers see `ENODEV` and exit, and cancels and drains the tasks.
+///
+/// A session can also change hands without unmounting: ``suspend()`` stops reading, lets the requests in
+/// flight finish and gives back the fds and what INIT agreed; ``adopt(_:at:fds:parameters:options:logger:)`` serves
+/// them in another session (another process: the fds travel through systemd's fd store or `SCM_RIGHTS`).
+/// Requests that come meanwhile wait in the kernel's queue. ``abandon()`` stops without answering what is in
+/// flight: a successor asks the kernel to resend those (`FUSE_NOTIFY_RESEND`), as after a crash.
 public final class FUSESession: Sendable {
     /// How the session mounts and serves.
     public struct Options: Sendable {
@@ -82,6 +88,8 @@ public final class FUSESession: Sendable {
         var readersLeft = 0
         /// Every fd of the session (the first and its clones); closed only when nothing can write to them.
         var fds: [Int32] = []
+        /// Replies are no longer written: the requests are left to a successor, which has them resent.
+        var abandoning = false
     }
 
     /// Where the filesystem is mounted.
@@ -96,6 +104,9 @@ public final class FUSESession: Sendable {
     let initialized = DispatchSemaphore(value: 0)
     /// Requests in flight (tasks); unmount waits for them before it closes the fds they reply on.
     let tasks = DispatchGroup()
+    /// Set to stop the readers without unmounting; a byte in the `wake` pipe gets them out of `poll`.
+    let stopping = Atomic<Bool>(false)
+    let wake: (read: Int32, write: Int32)
 
     private init(mountPoint: String, fd: Int32, fs: any FileSystem, options: Options, logger: Logger) {
         self.mountPoint = mountPoint
@@ -104,6 +115,18 @@ public final class FUSESession: Sendable {
         self.options = options
         self.logger = logger
         slots = DispatchSemaphore(value: options.maxInFlight)
+        var p: [Int32] = [-1, -1]
+        _ = pipe(&p)
+        for f in p {
+            _ = fcntl(f, F_SETFD, FD_CLOEXEC)
+            _ = fcntl(f, F_SETFL, O_NONBLOCK)
+        }
+        wake = (p[0], p[1])
+    }
+
+    deinit {
+        close(wake.read)
+        close(wake.write)
     }
 
     /// Mounts `fs` at `mountPoint` (as root, `mount(2)`; otherwise through `fusermount3`) and starts serving.
@@ -118,21 +141,94 @@ public final class FUSESession: Sendable {
         for _ in 1..<options.readers {
             if let c = Mount.clone(fd) { fds.append(c) }
         }
-        session.state.withLock { s in
-            s.readersLeft = fds.count
-            s.fds = fds
-        }
-        for (i, f) in fds.enumerated() {
-            let t = Thread { session.serve(f) }
-            t.name = "fuse-reader-\(i)"
-            t.start()
-        }
+        session.start(fds)
         // Wait for INIT, so that the first stat does not race the handshake.
         if session.initialized.wait(timeout: .now() + 10) == .timedOut {
             session.unmount()
             throw FUSEError(ETIMEDOUT, "the kernel did not start the FUSE session at \(mountPoint)")
         }
         return session
+    }
+
+    /// Serves a session another process (or ``suspend()``) handed over: `fds` are its /dev/fuse fds (the first
+    /// and its clones, each with the requests it read), `parameters` what INIT agreed. Nothing is mounted and no
+    /// INIT comes. When the kernel can resend (``SessionParameters/kernelCanResend``), it is asked to, so that
+    /// requests a dead predecessor read and never answered are read again here.
+    public static func adopt(
+        _ fs: any FileSystem, at mountPoint: String, fds: [Int32], parameters: SessionParameters, options: Options = Options(),
+        logger: Logger = Logger(label: "stargz.fuse")
+    ) throws -> FUSESession {
+        guard let first = fds.first else { throw FUSEError(EINVAL, "no /dev/fuse fd to adopt") }
+        let session = FUSESession(mountPoint: mountPoint, fd: first, fs: fs, options: options, logger: logger)
+        session.dispatcher.adopt(parameters)
+        session.start(fds)
+        if parameters.kernelCanResend { session.askForResend() }
+        return session
+    }
+
+    /// Starts one reader thread per fd (each non-blocking, read after `poll`).
+    private func start(_ fds: [Int32]) {
+        for f in fds {
+            let flags = fcntl(f, F_GETFL)
+            if flags >= 0 { _ = fcntl(f, F_SETFL, flags | O_NONBLOCK) }
+        }
+        state.withLock { s in
+            s.readersLeft = fds.count
+            s.fds = fds
+        }
+        for (i, f) in fds.enumerated() {
+            let t = Thread { [self] in serve(f) }
+            t.name = "fuse-reader-\(i)"
+            t.start()
+        }
+    }
+
+    /// `FUSE_NOTIFY_RESEND`: the kernel puts every request read but not answered back in its queue.
+    func askForResend() {
+        var header = fuse_out_header(len: UInt32(ABI.outHeaderSize), error: ABI.notifyResend, unique: 0)
+        let n = withUnsafeBytes(of: &header) { write(fd, $0.baseAddress, $0.count) }
+        if n != ABI.outHeaderSize {
+            logger.warning("the kernel did not take FUSE_NOTIFY_RESEND", metadata: ["error": "\(String(cString: strerror(errno)))"])
+        } else {
+            logger.debug("asked the kernel to resend the requests a predecessor read and did not answer")
+        }
+    }
+
+    /// Stops reading (requests that come wait in the kernel), lets those in flight finish and answer, and gives
+    /// back the fds, open, with what INIT agreed, for ``adopt(_:at:fds:parameters:options:logger:)``. The mount
+    /// stays. The session is over: ``unmount()`` does nothing after this. Blocks.
+    public func suspend() -> (fds: [Int32], parameters: SessionParameters) {
+        stopReaders()
+        tasks.wait()
+        return (state.withLock { $0.fds }, dispatcher.parameters)
+    }
+
+    /// Like ``suspend()``, but requests in flight are cancelled and never answered: the kernel keeps them as read
+    /// and resends them to a successor that asks (``SessionParameters/kernelCanResend``). For a kernel that
+    /// cannot, use ``suspend()``.
+    public func abandon() -> (fds: [Int32], parameters: SessionParameters) {
+        let running = state.withLock { s -> [Task<Void, Never>] in
+            s.abandoning = true
+            return Array(s.inFlight.values)
+        }
+        stopReaders()
+        for t in running { t.cancel() }
+        tasks.wait()
+        return (state.withLock { $0.fds }, dispatcher.parameters)
+    }
+
+    /// Stops the reader threads and waits for them; no more requests are read. Marks the session over.
+    private func stopReaders() {
+        let first = state.withLock { s in
+            defer { s.unmounted = true }
+            return !s.unmounted
+        }
+        guard first else { return }
+        stopping.store(true, ordering: .releasing)
+        var one: UInt8 = 1
+        _ = write(wake.write, &one, 1)
+        let n = state.withLock { $0.readersLeft }
+        for _ in 0..<n { readersDone.wait() }
     }
 
     /// The protocol minor version agreed with the kernel.
@@ -171,11 +267,24 @@ public final class FUSESession: Sendable {
             state.withLock { $0.readersLeft -= 1 }
             readersDone.signal()
         }
+        var fds = [pollfd(fd: fd, events: Int16(POLLIN), revents: 0), pollfd(fd: wake.read, events: Int16(POLLIN), revents: 0)]
         while true {
+            // The fd is non-blocking: read until the queue is empty, then wait in poll for more, or to stop.
+            if stopping.load(ordering: .acquiring) { return }
             let n = read(fd, buf.baseAddress, capacity)
             if n < 0 {
                 let e = errno
-                if e == EINTR || e == EAGAIN || e == ENOENT { continue }
+                if e == EAGAIN {
+                    fds[0].revents = 0
+                    fds[1].revents = 0
+                    if poll(&fds, 2, -1) < 0 && errno != EINTR {
+                        logger.warning("polling /dev/fuse failed", metadata: ["error": "\(String(cString: strerror(errno)))"])
+                        return
+                    }
+                    if fds[1].revents != 0 { return }
+                    continue
+                }
+                if e == EINTR || e == ENOENT { continue }
                 if e != ENODEV { logger.warning("reading /dev/fuse failed", metadata: ["error": "\(String(cString: strerror(e)))"]) }
                 return
             }
@@ -233,8 +342,11 @@ public final class FUSESession: Sendable {
                     tasks.leave()
                 }
                 do {
-                    send(fd, try await work(), unique)
+                    let reply = try await work()
+                    if !state.withLock({ $0.abandoning }) { send(fd, reply, unique) }
                 } catch {
+                    // Left for a successor, which has the kernel resend it.
+                    if state.withLock({ $0.abandoning }) { return }
                     var e = FUSEError(replyingTo: error)
                     if e.errno == EINTR, !state.withLock({ $0.interrupted.contains(unique) }) {
                         e = FUSEError(EIO, "cancelled: the filesystem is unmounting")
