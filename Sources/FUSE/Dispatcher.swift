@@ -187,7 +187,10 @@ public final class Dispatcher: Sendable {
     }
 
     func readdir(_ node: UInt64, _ fh: UInt64, _ offset: UInt64, _ size: UInt32, _ plus: Bool) throws(FUSEError) -> [UInt8] {
-        guard let list = state.withLock({ $0.directories[fh] }) else { throw FUSEError(EBADF) }
+        // A handle this session did not open (a predecessor's, handed over): the directory is listed again (a
+        // tree that does not change lists the same).
+        var list: [DirectoryEntry]
+        if let open = state.withLock({ $0.directories[fh] }) { list = open } else { list = try fs.entries(directory: node) }
         return try encoder.directoryListing(
             list, directory: node, offset: offset, size: size, plus: plus,
             attributes: { (n: UInt64) throws(FUSEError) in try fs.attributes(node: n) })

@@ -234,6 +234,13 @@ public final class FUSESession: Sendable {
     /// The protocol minor version agreed with the kernel.
     public var negotiatedMinor: UInt32 { dispatcher.minor }
 
+    /// What INIT agreed (for a successor).
+    public var parameters: SessionParameters { dispatcher.parameters }
+
+    /// The session's /dev/fuse fds: the first and its clones, each with the requests it read (a successor needs
+    /// every one: the kernel ends what a closed clone read).
+    public var fileDescriptors: [Int32] { state.withLock { $0.fds } }
+
     /// Detaches the mount, waits for the reader threads to exit, and cancels requests still in flight.
     /// Safe to call more than once. Blocks: call it from a thread, not from async code that must not block.
     public func unmount() {
@@ -267,21 +274,26 @@ public final class FUSESession: Sendable {
             state.withLock { $0.readersLeft -= 1 }
             readersDone.signal()
         }
-        var fds = [pollfd(fd: fd, events: Int16(POLLIN), revents: 0), pollfd(fd: wake.read, events: Int16(POLLIN), revents: 0)]
+        // The fd is non-blocking: read until the queue is empty, then wait (epoll, one reader woken per request)
+        // for more, or to stop.
+        let waiter = CLinuxFUSE_readerWaiter(fd, wake.read)
+        guard waiter >= 0 else {
+            logger.warning("cannot wait on /dev/fuse", metadata: ["error": "\(String(cString: strerror(errno)))"])
+            return
+        }
+        defer { close(waiter) }
         while true {
-            // The fd is non-blocking: read until the queue is empty, then wait in poll for more, or to stop.
             if stopping.load(ordering: .acquiring) { return }
             let n = read(fd, buf.baseAddress, capacity)
             if n < 0 {
                 let e = errno
                 if e == EAGAIN {
-                    fds[0].revents = 0
-                    fds[1].revents = 0
-                    if poll(&fds, 2, -1) < 0 && errno != EINTR {
-                        logger.warning("polling /dev/fuse failed", metadata: ["error": "\(String(cString: strerror(errno)))"])
+                    let w = CLinuxFUSE_waitForRequest(waiter)
+                    if w == 1 { return }
+                    if w < 0 {
+                        logger.warning("waiting on /dev/fuse failed", metadata: ["error": "\(String(cString: strerror(errno)))"])
                         return
                     }
-                    if fds[1].revents != 0 { return }
                     continue
                 }
                 if e == EINTR || e == ENOENT { continue }

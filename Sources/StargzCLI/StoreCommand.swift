@@ -60,11 +60,12 @@ public struct StoreCommand: AsyncParsableCommand {
         let level = JSONLogHandler.level(logLevel)!
         let logger = Logger(label: "stargz.store") { JSONLogHandler(label: $0, level: level) }
         let paths = StoreDaemon.Paths(config: config, root: root, mountPoint: arguments[0], socket: addr)
-        let daemon: StoreDaemon
+        var daemon: StoreDaemon
         do { daemon = try StoreDaemon.load(paths: paths, logger: logger) } catch {
             logger.critical("\(error.code): \(error)", metadata: error.key.map { ["key": "\($0)"] } ?? [:])
             throw ExitCode(1)
         }
+        daemon.version = StargzVersion.current
         // A parent may have left SIGTERM and SIGINT blocked (the mask is inherited across exec); the group's
         // handlers need them delivered.
         unblockSignals([SIGINT, SIGTERM])

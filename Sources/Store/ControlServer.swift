@@ -23,9 +23,14 @@ public final class ControlServer: Sendable {
     /// The socket's path.
     public let path: String
 
+    /// The socket file's inode: a successor may have bound the path since (it is then left alone).
+    let inode: UInt64
+
     private init(channel: any Channel, path: String) {
         self.channel = channel
         self.path = path
+        var st = stat()
+        inode = lstat(path, &st) == 0 ? UInt64(st.st_ino) : 0
     }
 
     /// Binds `path` (replacing a socket a previous run left; refusing to replace anything else) and serves until
@@ -56,10 +61,11 @@ public final class ControlServer: Sendable {
         return ControlServer(channel: channel, path: path)
     }
 
-    /// Stops serving and removes the socket.
+    /// Stops serving and removes the socket (unless a successor's is there now).
     public func close() async {
         try? await channel.close().get()
-        unlink(path)
+        var st = stat()
+        if lstat(path, &st) == 0 && UInt64(st.st_ino) == inode { unlink(path) }
     }
 
     /// The connecting process, as the kernel saw it at `connect(2)`.

@@ -16,12 +16,19 @@ public struct LayerManagerOptions: Sendable {
     public var manifestTTL: Duration
     /// The platform whose manifest is used for an index.
     public var platform: Platform
+    /// Where each layer's footer and TOC are kept once read (nil: nowhere), so that a successor process
+    /// re-opens it without the registry.
+    public var tailDirectory: String?
 
     /// Creates options.
-    public init(layer: LazyLayerOptions = LazyLayerOptions(), manifestTTL: Duration = .seconds(120), platform: Platform = .current) {
+    public init(
+        layer: LazyLayerOptions = LazyLayerOptions(), manifestTTL: Duration = .seconds(120), platform: Platform = .current,
+        tailDirectory: String? = nil
+    ) {
         self.layer = layer
         self.manifestTTL = manifestTTL
         self.platform = platform
+        self.tailDirectory = tailDirectory
     }
 }
 
@@ -78,6 +85,12 @@ public final class LayerManager: Sendable {
     private let state = Mutex(State())
     /// What the store has done, for `/metrics` (give the client ``StoreMetrics/registryMetrics`` of the same).
     public let metrics: StoreMetrics
+    private let changed = Mutex<(@Sendable () -> Void)?>(nil)
+
+    /// Called (synchronously) whenever the served layers or their reference counts change.
+    public func onChange(_ action: @escaping @Sendable () -> Void) { changed.withLock { $0 = action } }
+
+    private func didChange() { changed.withLock { $0 }?() }
 
     /// Creates a manager.
     public init(client: RegistryClient, options: LayerManagerOptions, logger: Logger, metrics: StoreMetrics = StoreMetrics()) {
@@ -130,6 +143,7 @@ public final class LayerManager: Sendable {
                 return (layer, true)
             }
             if first {
+                didChange()
                 metrics.layersResolved.increment()
                 // Credentials handed over for the repository the layer is read from are kept while it lives.
                 client.credentials.given?.hold(host: kept.blob.reference.registry, repository: kept.blob.reference.repository, by: key)
@@ -208,7 +222,7 @@ public final class LayerManager: Sendable {
         if !ahead { resolveAhead(ref, image, after: index, byTOC: digest == toc && digest != d.digest) }
         let lazy: LazyLayer
         let layerMetrics = metrics.beginLayer(d.digest)
-        do { lazy = try await LazyLayer.open(source, options: o, logger: logger, metrics: layerMetrics) } catch {
+        do { lazy = try await openLazy(source, o, layerMetrics) } catch {
             metrics.endLayer(d.digest)
             throw Self.storeError(error, "the TOC of layer \(d.digest) of \(ref)")
         }
@@ -230,6 +244,88 @@ public final class LayerManager: Sendable {
                 "remote-snapshot-prepared": "true", "ahead": "\(ahead)",
             ])
         return layer
+    }
+
+    /// Opens a lazy layer from its footer and TOC as kept under the root when they are (checked again as the
+    /// registry's would be), else from the registry, keeping what was read.
+    private func openLazy(_ source: RegistryBlobSource, _ o: LazyLayerOptions, _ layerMetrics: LayerMetrics) async throws -> LazyLayer {
+        let limit = Int(o.limits.maxTOCSize + o.limits.maxTOCSize / 128) + (2 << 20)
+        if let dir = options.tailDirectory, let kept = LayerTail.load(directory: dir, digest: source.digest, limit: limit) {
+            let opening = OpeningSource(source, kept: kept, recordLimit: limit)
+            do {
+                let lazy = try await LazyLayer.open(opening, options: o, logger: logger, metrics: layerMetrics)
+                _ = opening.finishOpening()
+                return lazy
+            } catch {
+                logger.warning("the footer and TOC kept for a layer do not open it; reading them again", metadata: ["layer.digest": "\(source.digest)", "error": "\(error)"])
+                LayerTail.remove(directory: dir, digest: source.digest)
+            }
+        }
+        let opening = OpeningSource(source, kept: nil, recordLimit: limit)
+        let lazy = try await LazyLayer.open(opening, options: o, logger: logger, metrics: layerMetrics)
+        if let dir = options.tailDirectory, let read = opening.finishOpening() {
+            do { try LayerTail.save(read, directory: dir, digest: source.digest) } catch {
+                logger.warning("cannot keep a layer's footer and TOC", metadata: ["layer.digest": "\(source.digest)", "error": "\(error)"])
+            }
+        }
+        return lazy
+    }
+
+    // MARK: Handover
+
+    /// The layers served now, for a successor (``restore(_:)``). Layers resolved ahead and not asked for yet are
+    /// left out: a successor resolves them again when asked.
+    public func snapshot() -> (layers: [HandoverState.SavedLayer], nextID: UInt32) {
+        state.withLock { s in
+            let layers = s.layers.map { key, l in
+                HandoverState.SavedLayer(
+                    id: l.id, reference: l.reference.description, lookup: String(key.dropFirst(l.reference.description.count + 1)),
+                    source: l.blob.reference.description, descriptor: l.descriptor, info: String(decoding: l.info, as: UTF8.self),
+                    references: l.referenceCount)
+            }
+            return (layers.sorted { $0.id < $1.id }, s.nextID)
+        }
+    }
+
+    /// Serves the layers a predecessor served, with the same slots and reference counts, each re-opened from what
+    /// is kept under the root (the registry only for what is not). Returns the layers that could not be opened
+    /// (their nodes answer EIO until the client looks them up again).
+    public func restore(_ saved: [HandoverState.SavedLayer], nextID: UInt32) async -> [String: any Error] {
+        var failed: [String: any Error] = [:]
+        for l in saved {
+            let key = "\(l.reference)/\(l.lookup)"
+            do {
+                let ref = try Reference(l.reference)
+                let source = try Reference(l.source)
+                let d = l.descriptor
+                guard let toc = d.annotations?[AnnotationKey.tocDigest].flatMap(Digest.init) else {
+                    throw StoreError(.refused, "layer \(d.digest) has no TOC digest annotation")
+                }
+                var o = options.layer
+                o.expectedTOCDigest = toc
+                if let size = d.annotations?[AnnotationKey.uncompressedSize].flatMap(Int64.init) { o.limits.maxUncompressedSize = size }
+                let blob = RegistryBlobSource(client: client, reference: source, digest: d.digest, size: d.size)
+                let layerMetrics = metrics.beginLayer(d.digest)
+                let lazy: LazyLayer
+                do { lazy = try await openLazy(blob, o, layerMetrics) } catch {
+                    metrics.endLayer(d.digest)
+                    throw error
+                }
+                let layer = StoreLayer(id: l.id, reference: ref, descriptor: d, lazy: lazy, blob: blob, info: Array(l.info.utf8))
+                layer.references.withLock { $0 = l.references }
+                state.withLock { s in
+                    s.layers[key] = layer
+                    s.byID[layer.id] = layer
+                    metrics.layersServed.set(s.layers.count)
+                }
+                client.credentials.given?.hold(host: source.registry, repository: source.repository, by: key)
+                lazy.startBackgroundWork()
+            } catch {
+                failed[key] = error
+            }
+        }
+        state.withLock { s in s.nextID = max(s.nextID, nextID, (saved.map(\.id).max() ?? 0) + 1) }
+        return failed
     }
 
     /// Starts resolving the image's other eStargz layers, which the client asks for next, one after the other:
@@ -286,6 +382,7 @@ public final class LayerManager: Sendable {
             c += 1
             return c
         }
+        didChange()
         logger.info("layer is marked as USING", metadata: ["image.ref": "\(layer.reference)", "layer.digest": "\(layer.descriptor.digest)", "refcounter": "\(n)"])
     }
 
@@ -302,6 +399,7 @@ public final class LayerManager: Sendable {
             c -= 1
             return c
         }
+        defer { didChange() }
         logger.info("layer is marked as RELEASE", metadata: ["image.ref": "\(ref)", "layer.digest": "\(digest)", "refcounter": "\(n)"])
         if n <= 0 {
             state.withLock { s in

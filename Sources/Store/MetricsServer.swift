@@ -169,6 +169,8 @@ public final class MetricsServer: Sendable {
         let host = parts.dropLast().joined(separator: ":")
         let channel = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+            // A successor binds the same port while its predecessor hands the session over.
+            .serverChannelOption(.socketOption(NIOBSDSocket.Option(rawValue: SO_REUSEPORT)), value: 1)
             .childChannelInitializer { ch in
                 ch.pipeline.configureHTTPServerPipeline().flatMap {
                     ch.pipeline.addHandler(MetricsHandler(metrics: metrics))

@@ -40,6 +40,10 @@ public struct StoreDaemon: Service, Sendable {
 
         /// The chunk cache.
         public var chunks: String { root + "/chunks" }
+        /// Each served layer's footer and TOC, for a successor process.
+        public var layers: String { root + "/layers" }
+        /// Where a successor started by hand asks for the session.
+        public var handover: String { root + "/handover.sock" }
         /// The socket under the default root, where `stargz-store-helper` looks.
         public static let defaultSocket = defaultRoot + "/store.sock"
     }
@@ -49,6 +53,8 @@ public struct StoreDaemon: Service, Sendable {
     /// The configuration in force.
     public let configuration: StoreConfiguration
     let logger: Logger
+    /// This build (`--version`), in the handover state for a successor's log.
+    public var version = "unknown"
 
     /// A daemon over a configuration already read.
     public init(paths: Paths, configuration: StoreConfiguration, logger: Logger) {
@@ -138,7 +144,7 @@ public struct StoreDaemon: Service, Sendable {
     /// gets the helper's credentials (``givenCredentials()``), looked up first.
     public func run(
         registriesConf: [String] = RegistriesConf.defaultFiles(), credentials: CredentialStore? = nil,
-        ready: @Sendable () -> Void = {}, until stop: @Sendable () async -> Void
+        ready: @Sendable () -> Void = {}, until stop: @escaping @Sendable () async -> Void
     ) async throws(StoreError) {
         var settings = RegistriesConf.Settings()
         do { settings = try RegistriesConf.load(registriesConf) } catch { logger.warning("registries.conf is ignored: \(error)") }
@@ -165,7 +171,7 @@ public struct StoreDaemon: Service, Sendable {
 
     private func serve(
         _ client: RegistryClient, _ storeMetrics: StoreMetrics, _ given: GivenCredentials, ready: @Sendable () -> Void,
-        until stop: @Sendable () async -> Void
+        until stop: @escaping @Sendable () async -> Void
     ) async throws(StoreError) {
         let mountPoint = paths.mountPoint
         let disk: DiskChunkCache
@@ -176,12 +182,11 @@ public struct StoreDaemon: Service, Sendable {
         } catch {
             throw StoreError(.setup, "cannot create \(paths.root) or \(mountPoint)", cause: error)
         }
-        // A mount left by a crash ("transport endpoint is not connected") is cleaned up first.
-        if umount2(mountPoint, Int32(MNT_DETACH)) == 0 { logger.info("cleaned up a stale mount at \(mountPoint)") }
         let manager = LayerManager(
             client: client,
             options: LayerManagerOptions(
-                layer: layerOptions(diskCache: disk), manifestTTL: .seconds(configuration.resolveResultEntryTTLSeconds)),
+                layer: layerOptions(diskCache: disk), manifestTTL: .seconds(configuration.resolveResultEntryTTLSeconds),
+                tailDirectory: paths.layers),
             logger: logger, metrics: storeMetrics)
         let fs = StoreFileSystem(manager: manager, logger: logger)
         var metrics: MetricsServer? = nil
@@ -208,14 +213,36 @@ public struct StoreDaemon: Service, Sendable {
             }
         }
         defer { sweeper.cancel() }
-        let session: FUSESession
+
+        // The session: handed over (by systemd's fd store, or by a running predecessor), or mounted afresh.
+        let inherited = SystemdFDStore.inherited()
+        let journal: StateJournal? = Self.fdStoreEnabled() ? StateJournal(inherited: inherited["state"]?.first) : nil
+        var session: FUSESession
         do {
-            let options = fuseOptions, logger = logger
-            session = try await runBlocking { try FUSESession.mount(fs, at: mountPoint, options: options, logger: logger) }
+            session = try await open(fs, manager, inherited: inherited, journal: journal)
         } catch {
             await control.close()
             await metrics?.close()
-            throw StoreError(.setup, "failed to mount \(mountPoint)", cause: error)
+            throw error
+        }
+        // Kept by systemd while the unit restarts: every /dev/fuse fd and the journal, which follows each change.
+        var stored = false
+        if let journal {
+            let state = { @Sendable [version] (p: SessionParameters) -> [UInt8] in
+                Self.state(p, fs, manager, writer: version).encoded()
+            }
+            let parameters = session.parameters
+            journal.write(state(parameters))
+            fs.onChange { journal.write(state(parameters)) }
+            manager.onChange { journal.write(state(parameters)) }
+            stored = session.fileDescriptors.enumerated().allSatisfy { SystemdFDStore.store($1, name: "fuse-\($0)") }
+                && SystemdFDStore.store(journal.fd, name: "state")
+            logger.info("the session is kept in systemd's fd store across restarts", metadata: ["stored": "\(stored)"])
+        }
+        let listener: HandoverListener?
+        do { listener = try HandoverListener(path: paths.handover) } catch {
+            logger.warning("no handover socket: a successor started by hand mounts afresh", metadata: ["error": "\(error)"])
+            listener = nil
         }
         // READY only once the mount answers.
         let answers = await runBlocking { () -> Bool in
@@ -232,12 +259,145 @@ public struct StoreDaemon: Service, Sendable {
         logger.debug("SdNotifyReady", metadata: ["notified": "\(notified)", "answers": "\(answers)"])
         ready()
 
-        await stop()
+        // Until told to stop, or a successor asks for the session.
+        while true {
+            guard let listener else {
+                await stop()
+                break
+            }
+            guard let connection = await Self.firstOf(stop, { await listener.successor() }) else { break }
+            logger.info("a successor asks for the session; handing it over")
+            let serving = session
+            let (fds, parameters) = await runBlocking { serving.suspend() }
+            let state = Self.state(parameters, fs, manager, writer: version)
+            journal?.write(state.encoded())
+            if await runBlocking({ HandoverListener.give(connection, state: state.encoded(), fds: fds) }) {
+                logger.info("the successor serves the session; exiting without unmounting", metadata: ["layers": "\(state.layers.count)"])
+                listener.close()
+                await control.close()
+                await manager.close()
+                await metrics?.close()
+                return
+            }
+            logger.warning("the successor did not take the session; serving it again")
+            do {
+                let options = fuseOptions, logger = logger
+                session = try await runBlocking {
+                    try FUSESession.adopt(fs, at: mountPoint, fds: fds, parameters: parameters, options: options, logger: logger)
+                }
+            } catch {
+                throw StoreError(.setup, "cannot serve the session again after a failed handover", cause: error)
+            }
+        }
+        listener?.close()
         SystemdNotify.send("STOPPING=1")
-        // Unmount first, so that no read comes to a closing layer; then stop every layer's work.
-        await runBlocking { session.unmount() }
+        if stored, let journal {
+            // A restart (or a stop: the unit's ExecStopPost unmounts then): the session stays in systemd's fd store
+            // for the next process; the requests in flight are answered first, those that come wait in the kernel.
+            let serving = session
+            let (_, parameters) = await runBlocking { serving.suspend() }
+            journal.write(Self.state(parameters, fs, manager, writer: version).encoded())
+            logger.info("stopped reading; the session is left to the next process (the mount stays)")
+        } else {
+            // Unmount first, so that no read comes to a closing layer; then stop every layer's work.
+            let serving = session
+            await runBlocking { serving.unmount() }
+        }
         await control.close()
         await manager.close()
         await metrics?.close()
+    }
+
+    /// The session to serve: one handed over by systemd (`fuse-N` and `state` in `inherited`) or by a predecessor
+    /// on the handover socket, adopted with its namespace and layers; else (or when it cannot be taken: the log
+    /// says why) a fresh mount, after a clean unmount of whatever is mounted there.
+    private func open(
+        _ fs: StoreFileSystem, _ manager: LayerManager, inherited: [String: [Int32]], journal: StateJournal?
+    ) async throws(StoreError) -> FUSESession {
+        let mountPoint = paths.mountPoint
+        var handed: (fds: [Int32], state: [UInt8]?, from: String)? = nil
+        let fuse = inherited.keys.filter { $0.hasPrefix("fuse-") }.sorted { (Int($0.dropFirst(5)) ?? 0) < (Int($1.dropFirst(5)) ?? 0) }
+        if !fuse.isEmpty {
+            handed = (fuse.flatMap { inherited[$0] ?? [] }, journal?.read(), "systemd's fd store")
+        } else {
+            do {
+                if let taken = try HandoverChannel.take(from: paths.handover) {
+                    // Taken: the predecessor stops now, whether or not this process can adopt the session.
+                    HandoverChannel.accept(taken.connection, true)
+                    handed = (taken.fds, taken.state, "the running store")
+                }
+            } catch {
+                logger.warning("no session from a running store", metadata: ["error": "\(error)"])
+            }
+        }
+        if let handed {
+            do {
+                guard let bytes = handed.state else { throw StoreError(.handover, "no state came with the session") }
+                let state = try HandoverState.decode(bytes)
+                try fs.restore(state.namespace)
+                let failed = await manager.restore(state.layers, nextID: state.nextLayerID)
+                for (key, e) in failed {
+                    logger.error("a layer of the session could not be opened again; its reads fail", metadata: ["layer": "\(key)", "error": "\(e)"])
+                }
+                let options = fuseOptions, logger = logger, fds = handed.fds
+                let session = try await runBlocking {
+                    try FUSESession.adopt(fs, at: mountPoint, fds: fds, parameters: state.session, options: options, logger: logger)
+                }
+                logger.info(
+                    "took over the session without unmounting",
+                    metadata: [
+                        "from": "\(handed.from)", "writer": "\(state.writer)", "layers": "\(state.layers.count)",
+                        "resend": "\(state.session.kernelCanResend)",
+                    ])
+                return session
+            } catch {
+                logger.error(
+                    "cannot take the session over; unmounting it and mounting afresh (reads in flight fail)",
+                    metadata: ["from": "\(handed.from)", "error": "\(error)"])
+                umount2(mountPoint, Int32(MNT_DETACH))
+                for f in handed.fds { close(f) }
+                for name in fuse { SystemdFDStore.remove(name: name) }
+            }
+        } else if umount2(mountPoint, Int32(MNT_DETACH)) == 0 {
+            // A mount left by a crash ("transport endpoint is not connected") is cleaned up first.
+            logger.info("cleaned up a stale mount at \(mountPoint)")
+        }
+        do {
+            let options = fuseOptions, logger = logger
+            return try await runBlocking { try FUSESession.mount(fs, at: mountPoint, options: options, logger: logger) }
+        } catch {
+            throw StoreError(.setup, "failed to mount \(mountPoint)", cause: error)
+        }
+    }
+
+    /// Whether systemd keeps fds for this service: `$FDSTORE` (systemd 254+: `FileDescriptorStoreMax=`), or
+    /// `$STARGZ_STORE_FDSTORE` (the unit `stargz deploy` writes sets it beside `FileDescriptorStoreMax=`, for
+    /// systemd 252 on RHEL 9, which says nothing), and `$NOTIFY_SOCKET`. Without it, fds sent are dropped by
+    /// systemd, so the store never relies on them: it unmounts when it stops.
+    static func fdStoreEnabled(_ environment: [String: String] = ProcessInfo.processInfo.environment) -> Bool {
+        guard let n = environment["NOTIFY_SOCKET"], !n.isEmpty else { return false }
+        return (environment["FDSTORE"].flatMap(Int.init) ?? 0) > 0 || (environment["STARGZ_STORE_FDSTORE"].flatMap(Int.init) ?? 0) > 0
+    }
+
+    /// The state a successor needs (``HandoverState``). `STARGZ_STORE_STATE_VERSION` writes another version (for
+    /// tests of a successor that cannot read it).
+    static func state(_ session: SessionParameters, _ fs: StoreFileSystem, _ manager: LayerManager, writer: String) -> HandoverState {
+        let (layers, next) = manager.snapshot()
+        let version = ProcessInfo.processInfo.environment["STARGZ_STORE_STATE_VERSION"].flatMap(Int.init) ?? HandoverState.currentVersion
+        return HandoverState(version: version, writer: writer, session: session, namespace: fs.snapshot(), layers: layers, nextLayerID: next)
+    }
+
+    /// Waits for `stop` or `successor`, whichever comes first: the successor's connection, or nil for stop.
+    static func firstOf(_ stop: @escaping @Sendable () async -> Void, _ successor: @escaping @Sendable () async -> Int32?) async -> Int32? {
+        await withTaskGroup(of: Int32?.self) { group in
+            group.addTask { await successor() }
+            group.addTask {
+                await stop()
+                return nil
+            }
+            let first = await group.next() ?? nil
+            group.cancelAll()
+            return first
+        }
     }
 }

@@ -17,6 +17,9 @@ public struct StoreError: Error, CustomStringConvertible, Equatable, Sendable {
         case configuration
         /// The daemon could not set itself up: directories, the mount, the metrics listener.
         case setup
+        /// A session handed over by a predecessor could not be taken (a state of another version, damaged, or
+        /// fds missing): the successor unmounts and mounts afresh.
+        case handover
 
         public var description: String {
             switch self {
@@ -25,6 +28,7 @@ public struct StoreError: Error, CustomStringConvertible, Equatable, Sendable {
             case .resolveFailed: "failed to resolve"
             case .configuration: "bad configuration"
             case .setup: "setup failed"
+            case .handover: "handover refused"
             }
         }
     }

@@ -57,17 +57,63 @@ public final class StoreFileSystem: FileSystem, ChangeNotifications {
     }
 
     func id(_ n: Node) -> UInt64 {
-        table.withLock { t in
-            if let i = t.byNode[n] { return i }
+        let (id, new) = table.withLock { t -> (UInt64, Bool) in
+            if let i = t.byNode[n] { return (i, false) }
             let i = t.next
             t.next += 1
             t.byID[i] = n
             t.byNode[n] = i
-            return i
+            return (i, true)
+        }
+        // Kept before the kernel hears of the id: a successor must know every id the kernel may ask about.
+        if new { changed.withLock { $0 }?() }
+        return id
+    }
+
+    private let changed = Mutex<(@Sendable () -> Void)?>(nil)
+
+    /// Called (synchronously) whenever a node id is given out.
+    public func onChange(_ action: @escaping @Sendable () -> Void) { changed.withLock { $0 = action } }
+
+    func node(_ id: UInt64) -> Node? { table.withLock { $0.byID[id] } }
+
+    /// The node ids given out, for a successor (``restore(_:)``): the kernel keeps using them across the handover.
+    public func snapshot() -> HandoverState.SavedNamespace {
+        table.withLock { t in
+            let nodes = t.byID.map { id, n -> HandoverState.SavedNode in
+                switch n {
+                case .ref(let r): HandoverState.SavedNode(id: id, kind: "ref", reference: r.description, digest: nil)
+                case .layer(let r, let d): HandoverState.SavedNode(id: id, kind: "layer", reference: r.description, digest: d.description)
+                case .info(let r, let d): HandoverState.SavedNode(id: id, kind: "info", reference: r.description, digest: d.description)
+                case .blob(let r, let d): HandoverState.SavedNode(id: id, kind: "blob", reference: r.description, digest: d.description)
+                }
+            }
+            return HandoverState.SavedNamespace(next: t.next, nodes: nodes.sorted { $0.id < $1.id })
         }
     }
 
-    func node(_ id: UInt64) -> Node? { table.withLock { $0.byID[id] } }
+    /// Takes the node ids a predecessor gave out (before the first request is served).
+    public func restore(_ saved: HandoverState.SavedNamespace) throws(StoreError) {
+        var t = Table()
+        for n in saved.nodes {
+            guard n.id >= 2, n.id < 1 << 32, let ref = try? Reference(n.reference) else {
+                throw StoreError(.handover, "namespace node \(n.id) (\(n.kind) \(n.reference)) is not one this store gives out")
+            }
+            let node: Node
+            switch (n.kind, n.digest.flatMap(Digest.init)) {
+            case ("ref", nil): node = .ref(ref)
+            case ("layer", let d?): node = .layer(ref, d)
+            case ("info", let d?): node = .info(ref, d)
+            case ("blob", let d?): node = .blob(ref, d)
+            default: throw StoreError(.handover, "namespace node \(n.id) has an unknown kind \(n.kind)")
+            }
+            guard t.byID[n.id] == nil, t.byNode[node] == nil else { throw StoreError(.handover, "namespace node \(n.id) twice") }
+            t.byID[n.id] = node
+            t.byNode[node] = n.id
+        }
+        t.next = max(saved.next, (saved.nodes.map(\.id).max() ?? 1) + 1)
+        table.withLock { $0 = t }
+    }
 
     /// A `<base64 ref>` or `<digest>` directory: searchable by anyone who got past the root.
     static func dirAttributes(_ inode: UInt64) -> FileAttributes { FileAttributes(inode: inode, mode: 0o040555, linkCount: 2) }

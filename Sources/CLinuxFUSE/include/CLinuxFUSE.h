@@ -64,4 +64,11 @@ static inline unsigned int CLinuxFUSE_makedev(unsigned int major, unsigned int m
     // The kernel's new_encode_dev, as fuse_attr.rdev carries it.
     return (minor & 0xff) | (major << 8) | ((minor & ~0xffu) << 12);
 }
+/// An epoll instance for one FUSE reader: `fuse_fd` readable (EPOLLEXCLUSIVE: a request wakes one reader, not
+/// all of those waiting on the connection's queue) and `wake_fd` readable (every reader: time to stop). -1 and
+/// errno on failure.
+int CLinuxFUSE_readerWaiter(int fuse_fd, int wake_fd);
+/// Waits on a reader's epoll instance: 0 when a request may be there (or the connection is gone: read to see),
+/// 1 when woken to stop, -1 and errno on failure.
+int CLinuxFUSE_waitForRequest(int epoll_fd);
 #endif

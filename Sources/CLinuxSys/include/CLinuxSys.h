@@ -29,4 +29,13 @@ typedef struct {
 /// The process at the other end of a connected unix socket, as the kernel saw it at connect(2) (SO_PEERCRED);
 /// -1 and errno on failure.
 int CLinuxSys_peerCredentials(int fd, CLinuxSys_PeerCredentials *out);
+/// sendmsg(2) of `len` bytes with `nfds` file descriptors (SCM_RIGHTS, at most 64) to `path` (a unix datagram
+/// socket's path, "@name" for the abstract namespace) or, with `path` NULL, on a connected socket. The bytes
+/// sent, or -1 and errno.
+long CLinuxSys_sendWithFDs(int sock, const char *path, const void *bytes, unsigned long len, const int *fds, int nfds);
+/// recvmsg(2) of at most `len` bytes and at most `maxfds` descriptors (SCM_RIGHTS; received with O_CLOEXEC); the
+/// bytes received (fds in `fds`, their number in `nfds`; descriptors beyond `maxfds` are closed), or -1 and errno.
+long CLinuxSys_receiveWithFDs(int sock, void *bytes, unsigned long len, int *fds, int maxfds, int *nfds);
+/// memfd_create(name, MFD_CLOEXEC): -1 and errno where the kernel has none.
+int CLinuxSys_memfd(const char *name);
 #endif
