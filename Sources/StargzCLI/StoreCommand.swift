@@ -70,7 +70,7 @@ public struct StoreCommand: AsyncParsableCommand {
         // handlers need them delivered.
         unblockSignals([SIGINT, SIGTERM])
         var group = ServiceGroupConfiguration(
-            services: [.init(service: daemon, serviceName: "stargz-store")], logger: logger)
+            services: [.init(service: daemon, successTerminationBehavior: .gracefullyShutdownGroup, serviceName: "stargz-store")], logger: logger)
         group.gracefulShutdownSignals = [.sigterm, .sigint]
         do {
             try await ServiceGroup(configuration: group).run()

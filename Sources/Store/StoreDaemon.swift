@@ -174,10 +174,12 @@ public struct StoreDaemon: Service, Sendable {
         until stop: @escaping @Sendable () async -> Void
     ) async throws(StoreError) {
         let mountPoint = paths.mountPoint
+        // A session systemd kept: nothing serves the mount until it is adopted, so nothing here may touch it.
+        let inherited = SystemdFDStore.inherited()
         let disk: DiskChunkCache
         do {
             try FileManager.default.createDirectory(atPath: paths.chunks, withIntermediateDirectories: true)
-            try FileManager.default.createDirectory(atPath: mountPoint, withIntermediateDirectories: true)
+            if inherited.isEmpty { try FileManager.default.createDirectory(atPath: mountPoint, withIntermediateDirectories: true) }
             disk = try DiskChunkCache(directory: paths.chunks, maxBytes: configuration.diskCacheMiB << 20)
         } catch {
             throw StoreError(.setup, "cannot create \(paths.root) or \(mountPoint)", cause: error)
@@ -215,7 +217,6 @@ public struct StoreDaemon: Service, Sendable {
         defer { sweeper.cancel() }
 
         // The session: handed over (by systemd's fd store, or by a running predecessor), or mounted afresh.
-        let inherited = SystemdFDStore.inherited()
         let journal: StateJournal? = Self.fdStoreEnabled() ? StateJournal(inherited: inherited["state"]?.first) : nil
         var session: FUSESession
         do {

@@ -1,5 +1,5 @@
 // SPDX-License-Identifier: Apache-2.0
-import Foundation
+public import Foundation
 
 /// Podman with its own storage (vfs, a temporary graphroot), for end-to-end tests.
 ///
@@ -36,6 +36,39 @@ public final class TestPodman: Sendable {
     public func callAsFunction(_ args: [String]) throws -> String {
         try run("/usr/bin/podman", args, environment: ["CONTAINERS_STORAGE_CONF": storageConf])
     }
+
+    /// Starts `podman ARGS…` without waiting (`logs -f`): the process, with its standard output on a pipe and its
+    /// standard error in `errors` (or nowhere).
+    public func spawn(_ args: [String], errors: String? = nil) throws -> (Process, FileHandle) {
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: "/usr/bin/podman")
+        p.arguments = args
+        var env = ProcessInfo.processInfo.environment
+        env["CONTAINERS_STORAGE_CONF"] = storageConf
+        p.environment = env
+        let out = Pipe()
+        p.standardOutput = out
+        if let errors, FileManager.default.createFile(atPath: errors, contents: nil), let h = FileHandle(forWritingAtPath: errors) {
+            p.standardError = h
+        } else {
+            p.standardError = FileHandle.nullDevice
+        }
+        p.standardInput = FileHandle.nullDevice
+        try p.run()
+        return (p, out.fileHandleForReading)
+    }
+
+    /// `podman run -d --name NAME [flags] IMAGE COMMAND…`: the container keeps running. Its output goes nowhere
+    /// here (conmon inherits podman's standard output and keeps it open: a pipe would never see its end).
+    public func runDetached(_ name: String, _ image: String, _ command: [String]) throws {
+        let status = try spawnAndWait(
+            ["/usr/bin/podman", "run", "-d", "--name", name] + Self.runFlags + [image] + command,
+            environment: ["CONTAINERS_STORAGE_CONF": storageConf])
+        guard status == 0 else { throw SupportError("podman run -d \(image) exited \(status)") }
+    }
+
+    /// The flags `run` needs on these machines (before the image).
+    public static let runFlags = ["--runtime", "runc", "--ulimit", "nofile=1024:1024", "--ulimit", "nproc=1024:1024", "--net=none"]
 
     /// `podman run --rm [OPTIONS…] IMAGE [COMMAND…]` with the flags these machines need.
     public func runContainer(_ image: String, _ command: [String] = [], options: [String] = []) throws -> String {
