@@ -152,4 +152,35 @@ struct RestartTests {
             #expect(log(4).components(separatedBy: "\"layer released\"").count - 1 == 2, "\(log(4))")
         }
     }
+
+    @Test("a successor that cannot read the state it is handed (another version) says why, unmounts and mounts afresh: it serves, and nothing hangs")
+    func incompatibleState() async throws {
+        try #require(FileManager.default.isExecutableFile(atPath: storeBinary), "build stargz-store first")
+        let registry = try LocalRegistry.start()
+        defer { registry.stop() }
+        try await withTemporaryDirectory("store-upgrade") { dir in
+            let config = try writeStoreConfig(dir, plainHTTP: registry.host)
+            let mountpoint = dir + "/store"
+            let systemd = try FakeSystemd(directory: dir)
+            let args = ["-config", config, "-log-level=debug", "--root", dir + "/root", mountpoint]
+            // The predecessor writes a state version no build reads (as a future release would).
+            var pid = try systemd.start(
+                storeBinary, args, environment: ["STARGZ_STORE_FDSTORE": "1", "STARGZ_STORE_STATE_VERSION": "99"],
+                log: dir + "/store-1.log", withStoredFDs: false)
+            defer {
+                stopProcess(pid, SIGKILL)
+                forceUnmount(mountpoint)
+            }
+            try #require(systemd.waitReady())
+            #expect(stopProcess(pid, SIGTERM) == 0)
+            pid = try systemd.start(storeBinary, args, environment: ["STARGZ_STORE_FDSTORE": "1"], log: dir + "/store-2.log", withStoredFDs: true)
+            try #require(systemd.waitReady(), "the successor did not come up")
+            let log = (try? String(contentsOfFile: dir + "/store-2.log", encoding: .utf8)) ?? ""
+            #expect(log.contains("cannot take the session over") && log.contains("version 99"), "\(log)")
+            // A fresh mount that answers.
+            var st = stat()
+            #expect(stat(mountpoint, &st) == 0 && mounted(mountpoint))
+            #expect(stopProcess(pid, SIGTERM) == 0)
+        }
+    }
 }
