@@ -76,6 +76,11 @@ public enum SystemdUnit {
         unit += "RuntimeDirectory=\(StoreLayout.Defaults.runtimeDirectory.dropFirst("/run/".count))\n"
         unit += "RuntimeDirectoryMode=0700\n"
         unit += "RuntimeDirectoryPreserve=yes\n"
+        // The FUSE session outlives the process: systemd keeps its /dev/fuse fds (a reader each, up to 16) and the
+        // state memfd while the unit restarts, and hands them to the next process; the stop step unmounts only on a
+        // stop (`stargz-store stop-post`). systemd 252 does not say the store is enabled, so the unit does.
+        unit += "FileDescriptorStoreMax=32\n"
+        unit += "Environment=STARGZ_STORE_FDSTORE=1\n"
         if let binary {
             unit += "Environment=\"STARGZ_STORE_URL=\(binary.url.replacingOccurrences(of: "%", with: "%%"))\"\n"
             unit += "Environment=STARGZ_STORE_SHA256=\(binary.sha256)\n"
@@ -93,7 +98,7 @@ public enum SystemdUnit {
         }
         unit += """
             ExecStart=\(layout.binaryPath) --log-level=\(layout.logLevel) --config=\(layout.configPath) --root=\(layout.root) \(layout.mountpoint)
-            ExecStopPost=-/usr/bin/umount \(layout.mountpoint)
+            ExecStopPost=-\(layout.binaryPath) stop-post %n \(layout.mountpoint)
             Restart=always
             RestartSec=1
 

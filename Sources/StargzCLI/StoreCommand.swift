@@ -17,6 +17,7 @@ public struct StoreCommand: AsyncParsableCommand {
         abstract: "Serve eStargz layers lazily as a containers/storage Additional Layer Store (FUSE).",
         discussion: """
             Usage: stargz-store [-config PATH] [-log-level LEVEL] [-root DIR] [-addr SOCKET] MOUNTPOINT
+                   stargz-store stop-post UNIT MOUNTPOINT   (the unit's ExecStopPost: unmounts on a stop, not a restart)
 
             Point storage.conf at it: additionallayerstores = ["MOUNTPOINT:ref"]. Runs until SIGINT or SIGTERM,
             then unmounts. With NOTIFY_SOCKET set (systemd Type=notify) it sends READY=1 once the mount answers.
@@ -46,12 +47,25 @@ public struct StoreCommand: AsyncParsableCommand {
     public func validate() throws {
         guard JSONLogHandler.level(logLevel) != nil else { throw ValidationError("invalid log level \"\(logLevel)\"") }
         if arguments.isEmpty { throw ValidationError("mount point must be specified") }
-        if arguments.count > 1 && arguments != ["config", "default"] { throw ValidationError("one mount point only") }
+        if arguments.count > 1 && arguments != ["config", "default"] && !(arguments.count == 3 && arguments[0] == "stop-post") {
+            throw ValidationError("one mount point only")
+        }
     }
 
     public func run() async throws {
         if arguments == ["config", "default"] {
             print(StoreConfiguration.defaultTOML, terminator: "")
+            return
+        }
+        if arguments.count == 3 && arguments[0] == "stop-post" {
+            // The unit's ExecStopPost: unmount only when the unit stops for good (StopPost).
+            let (unit, mountPoint) = (arguments[1], arguments[2])
+            let jobs = (try? runCapturingOutput("/usr/bin/systemctl", ["list-jobs", "--no-legend", "--plain", unit])) ?? ""
+            if StopPost.stoppingForGood(unit: unit, jobs: jobs) {
+                if umount2(mountPoint, Int32(MNT_DETACH)) == 0 { print("stargz-store: \(unit) stops: unmounted \(mountPoint)") }
+            } else {
+                print("stargz-store: \(unit) restarts (no stop job): \(mountPoint) stays for the next process")
+            }
             return
         }
         // A long-lived daemon on every node: few malloc arenas, and large buffers (decompressed chunks) given
@@ -80,4 +94,18 @@ public struct StoreCommand: AsyncParsableCommand {
             throw ExitCode(1)
         }
     }
+}
+
+/// Runs `exe ARGS…` and returns its standard output.
+func runCapturingOutput(_ exe: String, _ args: [String]) throws -> String {
+    let p = Process()
+    p.executableURL = URL(fileURLWithPath: exe)
+    p.arguments = args
+    let out = Pipe()
+    p.standardOutput = out
+    p.standardError = FileHandle.nullDevice
+    try p.run()
+    let data = out.fileHandleForReading.readDataToEndOfFile()
+    p.waitUntilExit()
+    return String(decoding: data, as: UTF8.self)
 }

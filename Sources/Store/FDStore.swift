@@ -63,6 +63,21 @@ public enum SystemdFDStore {
     }
 }
 
+/// What the unit's `ExecStopPost` decides (`stargz-store stop-post UNIT MOUNTPOINT`): systemd 252 tells neither
+/// the process nor the stop step whether the unit is stopping for good or restarting, so the step asks systemd
+/// which job is running for the unit (`systemctl list-jobs`): a `stop` job (`systemctl stop`, a shutdown) means
+/// for good, and the mount is detached; anything else (a `restart` job, an automatic restart after a crash, no job)
+/// leaves the mount to the next process, with the fds systemd keeps.
+public enum StopPost {
+    /// Whether `jobs` (`systemctl list-jobs --no-legend --plain UNIT`: `ID UNIT TYPE STATE` per line) has a stop job for `unit`.
+    public static func stoppingForGood(unit: String, jobs: String) -> Bool {
+        jobs.split(separator: "\n").contains { line in
+            let f = line.split(whereSeparator: { $0 == " " || $0 == "\t" })
+            return f.count >= 3 && f[1] == Substring(unit) && f[2] == "stop"
+        }
+    }
+}
+
 /// The handover state in a memfd that systemd keeps with the FUSE fds: rewritten whenever the state changes,
 /// so a process that dies at any moment leaves its successor the state of its last answer.
 ///

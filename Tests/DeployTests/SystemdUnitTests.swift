@@ -14,7 +14,9 @@ struct SystemdUnitTests {
         try expectGolden("stargz-store.service", plain)
         for line in [
             "Type=notify", "Before=crio.service", "After=network.target", "Restart=always", "Environment=HOME=/root",
-            "ExecStopPost=-/usr/bin/umount /var/lib/stargz-store/store",
+            // Unmounts on a stop job only: a restart leaves the mount and its fds (FileDescriptorStoreMax) to the next process.
+            "ExecStopPost=-/usr/local/bin/stargz-store stop-post %n /var/lib/stargz-store/store",
+            "FileDescriptorStoreMax=32", "Environment=STARGZ_STORE_FDSTORE=1",
             // /run/stargz-store: 0700, kept across restarts of the unit (the helper's credentials), gone at reboot.
             "RuntimeDirectory=stargz-store", "RuntimeDirectoryMode=0700", "RuntimeDirectoryPreserve=yes",
             "ExecStart=/usr/local/bin/stargz-store --log-level=info --config=/etc/stargz-store/config.toml --root=/var/lib/stargz-store /var/lib/stargz-store/store",

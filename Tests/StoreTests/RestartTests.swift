@@ -4,6 +4,7 @@ import Dispatch
 import Foundation
 import OCI
 import Registry
+import Store
 import Synchronization
 import TestSupport
 import Testing
@@ -182,5 +183,14 @@ struct RestartTests {
             #expect(stat(mountpoint, &st) == 0 && mounted(mountpoint))
             #expect(stopProcess(pid, SIGTERM) == 0)
         }
+    }
+
+    @Test("the unit's stop step unmounts on a stop job only: a restart job, or none (an automatic restart), keeps the mount")
+    func stopPost() {
+        let unit = "stargz-store.service"
+        #expect(StopPost.stoppingForGood(unit: unit, jobs: "1234 stargz-store.service stop running\n"))
+        #expect(!StopPost.stoppingForGood(unit: unit, jobs: "1234 stargz-store.service restart running\n"))
+        #expect(!StopPost.stoppingForGood(unit: unit, jobs: ""), "no job: a crash or an automatic restart")
+        #expect(!StopPost.stoppingForGood(unit: unit, jobs: "99 crio.service stop running\n"), "another unit's stop")
     }
 }
