@@ -83,6 +83,7 @@ public enum Doctor {
             fuse(env), binary(env), config.check, unit(env), mount.check, mountRoot(env, mount),
             mountOptions(env, mount), storageConf(env), registries(env), authHelper(env), pullSecret(env),
             selinux(env, mount), disk(env, cacheBytes: config.cacheBytes ?? env.defaultCacheBytes), passthrough(env),
+            resend(env),
         ]
     }
 
@@ -562,6 +563,33 @@ public enum Doctor {
     private static func mib(_ bytes: Int64) -> String { "\(bytes >> 20) MiB" }
 
     /// FUSE passthrough (the kernel reads a backing file directly) arrived in Linux 6.9 with FUSE protocol 7.40.
+    /// Whether a crash of the store costs requests: the kernel resends what a dead store read and never answered
+    /// (FUSE_NOTIFY_RESEND, Linux 6.9+) when INIT offered FUSE_HAS_RESEND, which the running store records in
+    /// `ROOT/fuse-session.json`; and whether systemd keeps the session across restarts (the fd store).
+    static func resend(_ env: DoctorEnvironment) -> DoctorCheck {
+        let file = env.path(env.layout.root + "/fuse-session.json")
+        guard let data = (try? FileOps.read(file)).flatMap({ $0 }),
+            let obj = try? JSONSerialization.jsonObject(with: Data(data.bytes)) as? [String: Any]
+        else {
+            return DoctorCheck("restart", .skipped, "the store has not recorded its FUSE session (\(file)): start it, then check again")
+        }
+        let resend = obj["resend"] as? Bool ?? false, stored = obj["fdstore"] as? Bool ?? false
+        let minor = obj["minor"] as? Int ?? 0
+        guard stored else {
+            return DoctorCheck(
+                "restart", .warning,
+                "the FUSE session (7.\(minor)) is not in systemd's fd store: a restart or crash of the store unmounts it, and running containers' reads fail",
+                fix: "install the unit `stargz deploy systemd-unit` writes (FileDescriptorStoreMax=, STARGZ_STORE_FDSTORE=1), then systemctl daemon-reload and restart the store")
+        }
+        if resend {
+            return DoctorCheck("restart", .ok, "the FUSE session (7.\(minor)) survives restarts and crashes: systemd keeps it, and the kernel resends what a crashed store read (FUSE_HAS_RESEND)")
+        }
+        return DoctorCheck(
+            "restart", .warning,
+            "the FUSE session (7.\(minor)) survives restarts (systemd keeps it), but this kernel cannot resend what a crashed store read: after a crash, the reads that were in flight wait until the store is stopped for good",
+            fix: "a kernel 6.9 or later (FUSE_NOTIFY_RESEND); planned restarts lose nothing either way")
+    }
+
     static func passthrough(_ env: DoctorEnvironment) -> DoctorCheck {
         guard let data = (try? FileOps.read(env.path("/proc/sys/kernel/osrelease"))).flatMap({ $0 }) else {
             return DoctorCheck("passthrough", .skipped, "\(env.path("/proc/sys/kernel/osrelease")) is not readable")

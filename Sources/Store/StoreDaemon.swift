@@ -240,6 +240,10 @@ public struct StoreDaemon: Service, Sendable {
                 && SystemdFDStore.store(journal.fd, name: "state")
             logger.info("the session is kept in systemd's fd store across restarts", metadata: ["stored": "\(stored)"])
         }
+        // What the kernel agreed, for `stargz doctor` (FUSE_HAS_RESEND comes from INIT, not the kernel's version).
+        let p = session.parameters
+        try? "{\"minor\":\(p.minor),\"resend\":\(p.kernelCanResend),\"fdstore\":\(stored)}\n"
+            .write(toFile: paths.root + "/fuse-session.json", atomically: true, encoding: .utf8)
         let listener: HandoverListener?
         do { listener = try HandoverListener(path: paths.handover) } catch {
             logger.warning("no handover socket: a successor started by hand mounts afresh", metadata: ["error": "\(error)"])

@@ -32,6 +32,8 @@ struct DoctorTests {
         #expect(mknod(dir.path + "/dev/fuse", S_IFCHR | 0o666, dev_t((10 << 8) | 229)) == 0)
         try dir.write("/proc/filesystems", "nodev\tsysfs\nnodev\tfuse\n\text4\n")
         try dir.write("/proc/sys/kernel/osrelease", "6.12.0-55.el10.x86_64\n")
+        // The running store's record of its FUSE session: in systemd's fd store, the kernel able to resend.
+        try dir.write(layout.root + "/fuse-session.json", "{\"minor\":38,\"resend\":true,\"fdstore\":true}\n")
         // The mount point stands for the store's root inode: 0700, root's (these tests run as root).
         try FileManager.default.createDirectory(atPath: dir.path + layout.mountpoint, withIntermediateDirectories: true)
         #expect(chmod(dir.path + layout.mountpoint, 0o700) == 0)
@@ -86,7 +88,7 @@ struct DoctorTests {
         #expect(
             checks.map(\.name) == [
                 "fuse", "binary", "config.toml", "unit", "mount", "mount.root", "mount.options", "storage.conf",
-                "registries.conf", "auth-helper", "pull-secret", "selinux", "disk", "passthrough",
+                "registries.conf", "auth-helper", "pull-secret", "selinux", "disk", "passthrough", "restart",
             ])
         for c in checks { #expect(c.status == .ok, "\(c.name): \(c.detail)") }
         let registries = try check(checks, "registries.conf")
@@ -140,7 +142,7 @@ struct DoctorTests {
             ("registries.conf-mixed", .failed, "mixes"),
             ("disk", .failed, "free under"),
             ("disk-cache", .warning, "chunk cache bound"),
-            ("passthrough", .warning, "5.14.0"),
+            ("passthrough", .warning, "5.14.0"), ("restart", .warning, "cannot resend"),
         ])
     func broken(_ breakage: String, _ status: DoctorCheck.Status, _ mention: String) throws {
         let dir = try TempDir()
@@ -184,6 +186,7 @@ struct DoctorTests {
         case "disk": minimumFree = .max
         case "disk-cache": try dir.write(layout.configPath, "disk_cache_mib = 100000000000\n")
         case "passthrough": try dir.write("/proc/sys/kernel/osrelease", "5.14.0-427.el9.x86_64\n")
+        case "restart": try dir.write(layout.root + "/fuse-session.json", "{\"minor\":36,\"resend\":false,\"fdstore\":true}\n")
         default: Issue.record("unknown breakage \(breakage)")
         }
         let checks = Doctor.run(environment(dir, runner: runner, minimumFree: minimumFree))
@@ -396,5 +399,24 @@ extension DoctorTests {
         #expect(c["status"] as? String == "warning")
         try dir.write(layout.registriesDropInPath, "\(Self.key) = \"/usr/local/bin/absent-helper\"\n")
         #expect(try stargz(["doctor", "--prefix", dir.path]).status == 1)
+    }
+}
+
+@Suite("doctor: restarts and crashes")
+struct DoctorRestartTests {
+    @Test("the FUSE session the store recorded: in the fd store with resend ok; without resend or without the fd store a warning")
+    func restart() throws {
+        let root = FileManager.default.temporaryDirectory.appendingPathComponent("doctor-restart-\(UUID().uuidString)").path
+        defer { try? FileManager.default.removeItem(atPath: root) }
+        let env = DoctorEnvironment(prefix: root)
+        try FileManager.default.createDirectory(atPath: root + "/var/lib/stargz-store", withIntermediateDirectories: true)
+        #expect(Doctor.resend(env).status == .skipped)
+        let file = root + "/var/lib/stargz-store/fuse-session.json"
+        try "{\"minor\":38,\"resend\":true,\"fdstore\":true}\n".write(toFile: file, atomically: true, encoding: .utf8)
+        #expect(Doctor.resend(env).status == .ok)
+        try "{\"minor\":38,\"resend\":false,\"fdstore\":true}\n".write(toFile: file, atomically: true, encoding: .utf8)
+        #expect(Doctor.resend(env).status == .warning && Doctor.resend(env).detail.contains("cannot resend"))
+        try "{\"minor\":38,\"resend\":true,\"fdstore\":false}\n".write(toFile: file, atomically: true, encoding: .utf8)
+        #expect(Doctor.resend(env).status == .warning && Doctor.resend(env).fix?.contains("FileDescriptorStoreMax") == true)
     }
 }
