@@ -22,19 +22,38 @@ int CLinuxSys_peerCredentials(int fd, CLinuxSys_PeerCredentials *out) {
 #include <sys/un.h>
 #include <unistd.h>
 
+/// A unix socket address for `path` ("@name": the abstract namespace); its length, or 0 with errno.
+static socklen_t unixAddress(const char *path, struct sockaddr_un *addr) {
+    size_t n = strlen(path);
+    if (n == 0 || n >= sizeof(addr->sun_path)) { errno = ENAMETOOLONG; return 0; }
+    memset(addr, 0, sizeof(*addr));
+    addr->sun_family = AF_UNIX;
+    memcpy(addr->sun_path, path, n);
+    if (path[0] == '@') addr->sun_path[0] = 0;
+    return (socklen_t)(offsetof(struct sockaddr_un, sun_path) + n);
+}
+
+int CLinuxSys_unixSocket(const char *path, int datagram, int connectToPath) {
+    struct sockaddr_un addr;
+    socklen_t addrlen = unixAddress(path, &addr);
+    if (addrlen == 0) return -1;
+    int sock = socket(AF_UNIX, (datagram ? SOCK_DGRAM : SOCK_STREAM) | SOCK_CLOEXEC, 0);
+    if (sock < 0) return -1;
+    int r = connectToPath ? connect(sock, (struct sockaddr *)&addr, addrlen) : bind(sock, (struct sockaddr *)&addr, addrlen);
+    if (r != 0) {
+        int e = errno;
+        close(sock);
+        errno = e;
+        return -1;
+    }
+    return sock;
+}
+
 long CLinuxSys_sendWithFDs(int sock, const char *path, const void *bytes, unsigned long len, const int *fds, int nfds) {
     if (nfds < 0 || nfds > 64) { errno = EINVAL; return -1; }
     struct sockaddr_un addr;
-    memset(&addr, 0, sizeof(addr));
     socklen_t addrlen = 0;
-    if (path) {
-        size_t n = strlen(path);
-        if (n == 0 || n >= sizeof(addr.sun_path)) { errno = ENAMETOOLONG; return -1; }
-        addr.sun_family = AF_UNIX;
-        memcpy(addr.sun_path, path, n);
-        if (path[0] == '@') addr.sun_path[0] = 0;
-        addrlen = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + n);
-    }
+    if (path && (addrlen = unixAddress(path, &addr)) == 0) return -1;
     struct iovec iov = {.iov_base = (void *)bytes, .iov_len = len};
     union {
         char buf[CMSG_SPACE(sizeof(int) * 64)];

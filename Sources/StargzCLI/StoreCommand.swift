@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
 public import ArgumentParser
 import CLinuxSys
+import Deploy
 import Foundation
 import Logging
 import ServiceLifecycle
@@ -60,7 +61,7 @@ public struct StoreCommand: AsyncParsableCommand {
         if arguments.count == 3 && arguments[0] == "stop-post" {
             // The unit's ExecStopPost: unmount only when the unit stops for good (StopPost).
             let (unit, mountPoint) = (arguments[1], arguments[2])
-            let jobs = (try? runCapturingOutput("/usr/bin/systemctl", ["list-jobs", "--no-legend", "--plain", unit])) ?? ""
+            let jobs = ProcessRunner().run(["systemctl", "list-jobs", "--no-legend", "--plain", unit]).output
             if StopPost.stoppingForGood(unit: unit, jobs: jobs) {
                 if umount2(mountPoint, Int32(MNT_DETACH)) == 0 { print("stargz-store: \(unit) stops: unmounted \(mountPoint)") }
             } else {
@@ -96,16 +97,3 @@ public struct StoreCommand: AsyncParsableCommand {
     }
 }
 
-/// Runs `exe ARGS…` and returns its standard output.
-func runCapturingOutput(_ exe: String, _ args: [String]) throws -> String {
-    let p = Process()
-    p.executableURL = URL(fileURLWithPath: exe)
-    p.arguments = args
-    let out = Pipe()
-    p.standardOutput = out
-    p.standardError = FileHandle.nullDevice
-    try p.run()
-    let data = out.fileHandleForReading.readDataToEndOfFile()
-    p.waitUntilExit()
-    return String(decoding: data, as: UTF8.self)
-}

@@ -1,4 +1,5 @@
 // SPDX-License-Identifier: Apache-2.0
+import CLinuxSys
 import Foundation
 public import Logging
 import Synchronization
@@ -8,27 +9,20 @@ import TOML
 #endif
 
 /// `sd_notify(3)` without libsystemd: one datagram to `$NOTIFY_SOCKET` (a path, or `@name` in the abstract
-/// namespace). Does nothing when the variable is unset.
+/// namespace), with fds attached for the fd store (``SystemdFDStore``). Does nothing when the variable is unset.
 public enum SystemdNotify {
-    /// Sends `state` (`READY=1`, `STOPPING=1`); true when it was sent.
+    /// Sends `state` (`READY=1`, `STOPPING=1`, `FDSTORE=1\nFDNAME=…`) with `fds`; true when it was sent.
     @discardableResult
-    public static func send(_ state: String, environment: [String: String]? = nil) -> Bool {
+    public static func send(_ state: String, fds: [Int32] = [], environment: [String: String]? = nil) -> Bool {
         let env = environment ?? ProcessInfo.processInfo.environment
         guard let path = env["NOTIFY_SOCKET"], !path.isEmpty else { return false }
-        let fd = socket(AF_UNIX, Int32(SOCK_DGRAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
-        guard fd >= 0 else { return false }
-        defer { close(fd) }
-        var addr = sockaddr_un()
-        addr.sun_family = sa_family_t(AF_UNIX)
-        var bytes = Array(path.utf8)
-        if bytes.first == UInt8(ascii: "@") { bytes[0] = 0 }
-        guard bytes.count < MemoryLayout.size(ofValue: addr.sun_path) else { return false }
-        withUnsafeMutableBytes(of: &addr.sun_path) { p in p.copyBytes(from: bytes) }
-        let len = socklen_t(MemoryLayout<sa_family_t>.size + bytes.count)
+        let sock = socket(AF_UNIX, Int32(SOCK_DGRAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+        guard sock >= 0 else { return false }
+        defer { close(sock) }
         let message = Array(state.utf8)
-        let sent = withUnsafePointer(to: &addr) { a in
-            a.withMemoryRebound(to: sockaddr.self, capacity: 1) { sa in
-                message.withUnsafeBytes { sendto(fd, $0.baseAddress, $0.count, 0, sa, len) }
+        let sent = message.withUnsafeBytes { b in
+            fds.withUnsafeBufferPointer { f in
+                CLinuxSys_sendWithFDs(sock, path, b.baseAddress, UInt(b.count), f.baseAddress, Int32(f.count))
             }
         }
         return sent == message.count

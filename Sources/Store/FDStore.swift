@@ -15,28 +15,13 @@ public enum SystemdFDStore {
     /// Hands `fd` to systemd under `name`; false without `NOTIFY_SOCKET` or when it could not be sent.
     @discardableResult
     public static func store(_ fd: Int32, name: String, environment: [String: String]? = nil) -> Bool {
-        send("FDSTORE=1\nFDNAME=\(name)", fds: [fd], environment: environment)
+        SystemdNotify.send("FDSTORE=1\nFDNAME=\(name)", fds: [fd], environment: environment)
     }
 
     /// Asks systemd to drop what it keeps under `name`.
     @discardableResult
     public static func remove(name: String, environment: [String: String]? = nil) -> Bool {
-        send("FDSTOREREMOVE=1\nFDNAME=\(name)", fds: [], environment: environment)
-    }
-
-    static func send(_ message: String, fds: [Int32], environment: [String: String]?) -> Bool {
-        let env = environment ?? ProcessInfo.processInfo.environment
-        guard let path = env["NOTIFY_SOCKET"], !path.isEmpty else { return false }
-        let sock = socket(AF_UNIX, Int32(SOCK_DGRAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
-        guard sock >= 0 else { return false }
-        defer { close(sock) }
-        let bytes = Array(message.utf8)
-        let sent = bytes.withUnsafeBytes { b in
-            fds.withUnsafeBufferPointer { f in
-                CLinuxSys_sendWithFDs(sock, path, b.baseAddress, UInt(b.count), f.baseAddress, Int32(f.count))
-            }
-        }
-        return sent == bytes.count
+        SystemdNotify.send("FDSTOREREMOVE=1\nFDNAME=\(name)", environment: environment)
     }
 
     /// The fds systemd passed to this process, by name (`LISTEN_FDNAMES`; unnamed ones are `unknown`), when
@@ -169,22 +154,13 @@ public enum HandoverChannel {
     /// Connects to a running store at `path` and takes its session: its state and fds, or nil when no store
     /// listens there. The caller answers with ``accept(_:_:)``.
     public static func take(from path: String, timeout: Duration = .seconds(120)) throws(StoreError) -> (connection: Int32, state: [UInt8], fds: [Int32])? {
-        let sock = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
-        guard sock >= 0 else { throw StoreError(.handover, "cannot make a socket: \(String(cString: strerror(errno)))") }
-        var addr = sockaddr_un()
-        addr.sun_family = sa_family_t(AF_UNIX)
-        let bytes = Array(path.utf8)
-        guard bytes.count < MemoryLayout.size(ofValue: addr.sun_path) else {
-            close(sock)
-            throw StoreError(.handover, "\(path) is too long for a socket")
-        }
-        withUnsafeMutableBytes(of: &addr.sun_path) { $0.copyBytes(from: bytes) }
-        let connected = withUnsafePointer(to: &addr) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(sock, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
-        }
-        guard connected == 0 else {
-            close(sock)
-            return nil  // nothing listens: no predecessor
+        let sock = CLinuxSys_unixSocket(path, 0, 1)
+        guard sock >= 0 else {
+            switch errno {
+            case ENAMETOOLONG: throw StoreError(.handover, "\(path) is too long for a socket")
+            case EMFILE, ENFILE, ENOMEM, ENOBUFS: throw StoreError(.handover, "cannot make a socket: \(String(cString: strerror(errno)))")
+            default: return nil  // nothing listens: no predecessor
+            }
         }
         var cred = CLinuxSys_PeerCredentials()
         guard CLinuxSys_peerCredentials(sock, &cred) == 0, cred.uid == 0 || cred.uid == geteuid() else {
@@ -255,20 +231,9 @@ public final class HandoverListener: Sendable {
             guard st.st_mode & S_IFMT == S_IFSOCK else { throw StoreError(.setup, "\(path) exists and is not a socket") }
             unlink(path)
         }
-        let sock = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
-        guard sock >= 0 else { throw StoreError(.setup, "cannot make a socket: \(String(cString: strerror(errno)))") }
-        var addr = sockaddr_un()
-        addr.sun_family = sa_family_t(AF_UNIX)
-        let bytes = Array(path.utf8)
-        guard bytes.count < MemoryLayout.size(ofValue: addr.sun_path) else {
-            Glibc.close(sock)
-            throw StoreError(.setup, "\(path) is too long for a socket")
-        }
-        withUnsafeMutableBytes(of: &addr.sun_path) { $0.copyBytes(from: bytes) }
-        let bound = withUnsafePointer(to: &addr) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(sock, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
-        }
-        guard bound == 0, chmod(path, 0o600) == 0, listen(sock, 4) == 0 else {
+        let sock = CLinuxSys_unixSocket(path, 0, 0)
+        guard sock >= 0 else { throw StoreError(.setup, "cannot listen on \(path): \(String(cString: strerror(errno)))") }
+        guard chmod(path, 0o600) == 0, listen(sock, 4) == 0 else {
             let why = String(cString: strerror(errno))
             Glibc.close(sock)
             throw StoreError(.setup, "cannot listen on \(path): \(why)")

@@ -26,14 +26,8 @@ public final class FakeSystemd: Sendable {
     public init(directory: String) throws {
         socketPath = directory + "/notify.sock"
         unlink(socketPath)
-        sock = socket(AF_UNIX, Int32(SOCK_DGRAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
-        var addr = sockaddr_un()
-        addr.sun_family = sa_family_t(AF_UNIX)
-        withUnsafeMutableBytes(of: &addr.sun_path) { $0.copyBytes(from: Array(socketPath.utf8)) }
-        let bound = withUnsafePointer(to: &addr) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(sock, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
-        }
-        guard bound == 0 else { throw SupportError("cannot bind \(socketPath)") }
+        sock = unixSocket(socketPath, datagram: true, connect: false)
+        guard sock >= 0 else { throw SupportError("cannot bind \(socketPath)") }
         let t = Thread { [self] in receive() }
         t.name = "fake-systemd"
         t.start()
@@ -148,13 +142,24 @@ public func spawnAndWait(_ argv: [String], environment: [String: String] = [:]) 
     var pid: pid_t = 0
     let r = withCStrings(argv) { a in withCStrings(env.map { "\($0)=\($1)" }) { e in posix_spawn(&pid, argv[0], &actions, nil, a, e) } }
     guard r == 0 else { throw SupportError("cannot start \(argv[0]): \(String(cString: strerror(r)))") }
-    return stopProcess(pid, 0)
+    return waitForExit(pid)
 }
 
-/// `kill(pid, signal)` and `waitpid`; the exit status (128 + the signal for a signal).
+/// A close-on-exec unix socket bound to `path` or connected to it; -1 when it cannot be.
+public func unixSocket(_ path: String, datagram: Bool, connect: Bool) -> Int32 {
+    CLinuxSys_unixSocket(path, datagram ? 1 : 0, connect ? 1 : 0)
+}
+
+/// `kill(pid, signal)`, then ``waitForExit(_:)``.
 @discardableResult
 public func stopProcess(_ pid: Int32, _ signal: Int32) -> Int32 {
     kill(pid, signal)
+    return waitForExit(pid)
+}
+
+/// `waitpid` for a child; its exit status (128 + the signal for a signal).
+@discardableResult
+public func waitForExit(_ pid: Int32) -> Int32 {
     var status: Int32 = 0
     while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
     let termsig = status & 0x7f

@@ -98,27 +98,20 @@ enum Helper {
     /// Connects, checks that the store's end is root (or this user), sends, and reads the answer.
     static func handOver(_ json: [UInt8], _ o: Options) throws(HelperFailure) {
         let deadline = monotonicSeconds() + Double(o.timeout)
-        let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
-        guard fd >= 0 else { throw .unavailable("cannot make a socket: \(errorText())") }
-        defer { close(fd) }
-        var addr = sockaddr_un()
-        addr.sun_family = sa_family_t(AF_UNIX)
-        let path = Array(o.socket.utf8)
-        guard path.count < MemoryLayout.size(ofValue: addr.sun_path) else { throw .usage("socket path \(o.socket) is too long") }
-        withUnsafeMutableBytes(of: &addr.sun_path) { $0.copyBytes(from: path) }
-        setTimeout(fd, deadline)
-        let connected = withUnsafePointer(to: &addr) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
-        }
-        guard connected == 0 else {
+        // The connect itself is bounded by the run's alarm (main).
+        let fd = CLinuxSys_unixSocket(o.socket, 0, 1)
+        guard fd >= 0 else {
             let e = errno
             switch e {
+            case ENAMETOOLONG: throw .usage("socket path \(o.socket) is too long")
             case ENOENT: throw .unavailable("stargz-store is not running: there is no socket at \(o.socket)")
             case ECONNREFUSED: throw .unavailable("stargz-store is not running: nothing listens on \(o.socket)")
             case EACCES, EPERM: throw .unavailable("cannot connect to \(o.socket): \(errorText(e)) (the store takes credentials from root only)")
             default: throw .unavailable("cannot connect to \(o.socket): \(errorText(e))")
             }
         }
+        defer { close(fd) }
+        setTimeout(fd, deadline)
         var cred = CLinuxSys_PeerCredentials()
         guard CLinuxSys_peerCredentials(fd, &cred) == 0 else {
             throw .unavailable("cannot tell who serves \(o.socket): \(errorText())")

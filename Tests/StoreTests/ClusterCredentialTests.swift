@@ -56,15 +56,9 @@ private func helperJSON(_ ref: String, username: String = "", password: String =
 /// Sends `request` on the unix socket at `path` and reads the answer until the server closes (10 s at most: the
 /// caller checks how long it took).
 private func unixRequest(_ path: String, _ request: String) throws -> String {
-    let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
+    let fd = unixSocket(path, datagram: false, connect: true)
+    guard fd >= 0 else { throw SupportError("cannot connect to \(path)") }
     defer { close(fd) }
-    var addr = sockaddr_un()
-    addr.sun_family = sa_family_t(AF_UNIX)
-    withUnsafeMutableBytes(of: &addr.sun_path) { $0.copyBytes(from: Array(path.utf8)) }
-    let ok = withUnsafePointer(to: &addr) {
-        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
-    }
-    guard ok == 0 else { throw SupportError("cannot connect to \(path)") }
     var tv = timeval(tv_sec: 10, tv_usec: 0)
     setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
     let bytes = Array(request.utf8)

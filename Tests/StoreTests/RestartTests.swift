@@ -138,7 +138,7 @@ struct RestartTests {
             let previous = pid
             pid = try systemd.start(storeBinary, args, environment: env, log: dir + "/store-4.log", withStoredFDs: false)
             try #require(systemd.waitReady())
-            #expect(stopProcess(previous, 0) == 0, "the predecessor did not exit by itself after the handover")
+            #expect(waitForExit(previous) == 0, "the predecessor did not exit by itself after the handover")
             #expect(log(4).contains("the running store"), "\(log(4))")
             #expect(watcher.waitPasses(2))
             let stallHandover = watcher.longestStall(from: mark)

@@ -31,15 +31,9 @@ final class StoreProcess {
         log = directory + "/store.log"
         let notify = directory + "/notify.sock"
         unlink(notify)
-        let fd = socket(AF_UNIX, Int32(SOCK_DGRAM.rawValue), 0)
+        let fd = unixSocket(notify, datagram: true, connect: false)
+        guard fd >= 0 else { throw SupportError("cannot bind \(notify)") }
         defer { close(fd) }
-        var addr = sockaddr_un()
-        addr.sun_family = sa_family_t(AF_UNIX)
-        withUnsafeMutableBytes(of: &addr.sun_path) { $0.copyBytes(from: Array(notify.utf8)) }
-        let bound = withUnsafePointer(to: &addr) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
-        }
-        guard bound == 0 else { throw SupportError("cannot bind \(notify)") }
         var timeout = timeval(tv_sec: 120, tv_usec: 0)
         setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
         _ = FileManager.default.createFile(atPath: log, contents: nil)

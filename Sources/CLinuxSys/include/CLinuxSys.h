@@ -29,6 +29,9 @@ typedef struct {
 /// The process at the other end of a connected unix socket, as the kernel saw it at connect(2) (SO_PEERCRED);
 /// -1 and errno on failure.
 int CLinuxSys_peerCredentials(int fd, CLinuxSys_PeerCredentials *out);
+/// A close-on-exec unix socket (stream, or datagram) bound to `path` or connected to it ("@name": the abstract
+/// namespace); -1 and errno (ENAMETOOLONG for a path that does not fit) on failure.
+int CLinuxSys_unixSocket(const char *path, int datagram, int connectToPath);
 /// sendmsg(2) of `len` bytes with `nfds` file descriptors (SCM_RIGHTS, at most 64) to `path` (a unix datagram
 /// socket's path, "@name" for the abstract namespace) or, with `path` NULL, on a connected socket. The bytes
 /// sent, or -1 and errno.
