@@ -316,9 +316,8 @@ public final class GivenCredentials: Sendable {
     }
 
     private static func read(_ file: String) -> Result<[Entry], ReadProblem> {
-        if let why = unsafeDirectory((file as NSString).deletingLastPathComponent), access((file as NSString).deletingLastPathComponent, F_OK) == 0 {
-            return .failure(ReadProblem(why))
-        }
+        let dir = (file as NSString).deletingLastPathComponent
+        if access(dir, F_OK) == 0, let why = unsafeDirectory(dir) { return .failure(ReadProblem(why)) }
         let fd = open(file, O_RDONLY | O_NOFOLLOW | O_CLOEXEC)
         guard fd >= 0 else {
             return errno == ENOENT ? .success([]) : .failure(ReadProblem("cannot read \(file): \(String(cString: strerror(errno)))"))
